@@ -1,0 +1,98 @@
+// Command rewrited serves SMTP reply-rewrite decisions over gRPC and gives
+// policy authors commands to check, evaluate and test their policies.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+const usage = `rewrited: SMTP reply-rewrite decisions over gRPC, with KumoMTA-compatible Lua policies
+
+Usage:
+  rewrited serve [--listen ADDR] [--policy FILE] [--eval-timeout DUR] [flags]
+  rewrited check FILE...
+  rewrited eval --policy FILE --status CODE [--response TEXT] [--command LINE] [--meta KEY=VALUE] [--json]
+  rewrited test [-v] PATH...
+  rewrited version
+
+Run "rewrited COMMAND --help" for a command's flags.
+`
+
+// errUsage marks a bad invocation: exit status 2.
+var errUsage = errors.New("usage error")
+
+type command func(args []string, stdout, stderr io.Writer) int
+
+var commands = map[string]command{
+	"serve":   runServe,
+	"check":   runCheck,
+	"eval":    runEval,
+	"test":    runTest,
+	"version": runVersion,
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "rewrited: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	return cmd(args[1:], stdout, stderr)
+}
+
+// newFlagSet returns a flag set that reports errors on stderr and is
+// parsed with parseFlags.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("rewrited "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args and returns the exit status to use when parsing
+// stopped the command (0 for --help, 2 for a bad flag), or -1 to go on.
+func parseFlags(fs *flag.FlagSet, args []string) int {
+	switch err := fs.Parse(args); {
+	case err == nil:
+		return -1
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	default:
+		return 2
+	}
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) int {
+	fmt.Fprintln(stdout, "rewrited", buildVersion())
+	return 0
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return "devel"
+}

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/rewrited/rewrited/examples/policies"
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	"github.com/rewrited/rewrited/service/decisionlog"
+	"github.com/rewrited/rewrited/service/metrics"
+	"github.com/rewrited/rewrited/service/policy"
+	"github.com/rewrited/rewrited/service/registry"
+	"github.com/rewrited/rewrited/service/rewrite"
+	"github.com/rewrited/rewrited/service/server"
+)
+
+// maxRequestBytesLimit bounds --max-request-bytes: gRPC decodes up to four
+// times the cap, and no SMTP reply comes near it.
+const maxRequestBytesLimit = 64 << 20
+
+type serveConfig struct {
+	listen           string
+	policyFile       string
+	policyDir        string
+	shadow           bool
+	protectData      bool
+	evalTimeout      time.Duration
+	logFormat        string
+	logLevel         string
+	decisionSample   float64
+	shadowSample     float64
+	metricsListen    string
+	tlsCert          string
+	tlsKey           string
+	tlsClientCA      string
+	authTokenFile    string
+	maxConcurrent    int
+	maxRequestBytes  int
+	maxConnectionAge time.Duration
+	drainTimeout     time.Duration
+}
+
+func (c *serveConfig) bind(fs *flag.FlagSet) {
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "gRPC listen `address`")
+	fs.StringVar(&c.policyFile, "policy", "", "serve this policy `file` as the default policy, reloaded when it changes (default: the bundled example policy)")
+	fs.StringVar(&c.policyDir, "policy-dir", "", "serve every NAME.lua in `dir` as policy NAME (NAME.shadow.lua: NAME in shadow mode), reloaded when the directory changes")
+	fs.BoolVar(&c.shadow, "shadow", false, "shadow mode for every policy: evaluate, log and count rewrites, but return the original reply")
+	fs.BoolVar(&c.protectData, "protect-data", true, "keep the original when a policy turns a successful DATA reply into a failure (--protect-data=false to allow it)")
+	fs.DurationVar(&c.evalTimeout, "eval-timeout", policy.DefaultEvalTimeout, "time budget of one policy evaluation")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Float64Var(&c.decisionSample, "decision-log-sample", 0, "fraction of decisions logged, 0 to 1 (0: none, 1: all)")
+	fs.Float64Var(&c.shadowSample, "shadow-log-sample", 1, "fraction of shadow-mode would-be rewrites logged, 0 to 1")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this `address` (default: no metrics)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve gRPC over TLS with this PEM certificate `file` (reloaded on SIGHUP)")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
+	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this PEM CA `file` (mutual TLS)")
+	fs.StringVar(&c.authTokenFile, "auth-token-file", "", "require \"authorization: Bearer TOKEN\" on every call but health checks; `file` holds one token per line (reloaded on SIGHUP)")
+	fs.IntVar(&c.maxConcurrent, "max-concurrent", defaultMaxConcurrent(), "rewrite calls in flight before further ones are refused with RESOURCE_EXHAUSTED (0: no cap)")
+	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request accepted; a larger one is refused with INVALID_ARGUMENT")
+	fs.DurationVar(&c.maxConnectionAge, "max-connection-age", 5*time.Minute, "close client connections after this long, so round_robin clients spread onto new replicas")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for in-flight calls")
+}
+
+// defaultMaxConcurrent admits 32 calls per core. Evaluations are CPU-bound:
+// with N calls in flight on P cores the last one waits about N/P
+// evaluations, so 32 per core still answers within the client's default
+// 100ms deadline for evaluations of up to 3ms, a hundred times a typical
+// one. More calls than that would only answer after the caller gave up.
+func defaultMaxConcurrent() int { return 32 * runtime.GOMAXPROCS(0) }
+
+func (c *serveConfig) check() error {
+	switch {
+	case c.policyFile != "" && c.policyDir != "":
+		return errors.New("--policy and --policy-dir exclude each other")
+	case c.decisionSample < 0 || c.decisionSample > 1:
+		return fmt.Errorf("--decision-log-sample: %v is not between 0 and 1", c.decisionSample)
+	case c.shadowSample < 0 || c.shadowSample > 1:
+		return fmt.Errorf("--shadow-log-sample: %v is not between 0 and 1", c.shadowSample)
+	case (c.tlsCert == "") != (c.tlsKey == ""):
+		return errors.New("--tls-cert and --tls-key go together")
+	case c.tlsClientCA != "" && c.tlsCert == "":
+		return errors.New("--tls-client-ca needs --tls-cert and --tls-key")
+	case c.maxConcurrent < 0:
+		return fmt.Errorf("--max-concurrent: %d is negative", c.maxConcurrent)
+	case c.maxRequestBytes <= 0 || c.maxRequestBytes > maxRequestBytesLimit:
+		return fmt.Errorf("--max-request-bytes: %d is not between 1 and %d", c.maxRequestBytes, maxRequestBytesLimit)
+	case c.maxConnectionAge <= 0:
+		return fmt.Errorf("--max-connection-age: %v is not positive", c.maxConnectionAge)
+	}
+	return nil
+}
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	var cfg serveConfig
+	fs := newFlagSet("serve", stderr)
+	cfg.bind(fs)
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "rewrited serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if err := cfg.check(); err != nil {
+		fmt.Fprintf(stderr, "rewrited serve: %v\n", err)
+		return 2
+	}
+	logger, err := newLogger(stderr, cfg.logFormat, cfg.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "rewrited serve: %v\n", err)
+		return 2
+	}
+	if err := serve(cfg, logger); err != nil {
+		logger.Error("rewrited stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
+	}
+}
+
+// openRegistry loads the policies: the directory, the file, or the bundled
+// example.
+func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics) (*registry.Registry, error) {
+	rc := registry.Config{
+		File: cfg.policyFile,
+		Dir:  cfg.policyDir,
+		Options: policy.Options{
+			EvalTimeout: cfg.evalTimeout,
+			Shadow:      cfg.shadow,
+			ProtectData: cfg.protectData,
+			Logger:      logger,
+		},
+		Logger: logger,
+		OnLoad: m.PolicyLoaded,
+	}
+	if rc.File == "" && rc.Dir == "" {
+		rc.File, rc.Src = policies.DefaultFile, policies.Default
+		logger.Info("no --policy given: serving the bundled example policy", "policy", rewrite.DefaultPolicy, "file", rc.File)
+	}
+	reg, err := registry.Open(rc)
+	if err != nil {
+		return nil, fmt.Errorf("loading the policies: %w", err)
+	}
+	return reg, nil
+}
+
+// security loads the TLS files and tokens, as server options.
+func security(cfg serveConfig, logger *slog.Logger, sc *server.Config) (tlsFiles *server.TLSFiles, err error) {
+	if cfg.tlsCert != "" {
+		if tlsFiles, err = server.LoadTLS(cfg.tlsCert, cfg.tlsKey, cfg.tlsClientCA); err != nil {
+			return nil, err
+		}
+		sc.Options = append(sc.Options, tlsFiles.ServerOption())
+	}
+	if cfg.authTokenFile != "" {
+		if sc.Tokens, err = server.LoadTokens(cfg.authTokenFile); err != nil {
+			return nil, err
+		}
+		if tlsFiles == nil {
+			logger.Warn("--auth-token-file without --tls-cert: tokens cross the network in clear")
+		}
+	}
+	return tlsFiles, nil
+}
+
+// observers fans a decision out to several observers.
+type observers []rewrite.Observer
+
+func (obs observers) Observe(ctx context.Context, p *policy.Policy, req *rewritev1.RewriteResponseRequest, d *policy.Decision, elapsed time.Duration) {
+	for _, o := range obs {
+		o.Observe(ctx, p, req, d, elapsed)
+	}
+}
+
+func serve(cfg serveConfig, logger *slog.Logger) error {
+	m := metrics.New()
+	reg, err := openRegistry(cfg, logger, m)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	m.CollectPolicies(reg)
+
+	sc := server.Config{
+		Logger:           logger,
+		MaxRequestBytes:  cfg.maxRequestBytes,
+		MaxConcurrent:    cfg.maxConcurrent,
+		MaxConnectionAge: cfg.maxConnectionAge,
+		Unary:            []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()},
+		Stream:           []grpc.StreamServerInterceptor{m.StreamServerInterceptor()},
+	}
+	tlsFiles, err := security(cfg, logger, &sc)
+	if err != nil {
+		return err
+	}
+	obs := observers{m}
+	if cfg.decisionSample > 0 || cfg.shadowSample > 0 {
+		obs = append(obs, decisionlog.New(logger, cfg.decisionSample, cfg.shadowSample))
+	}
+	svc := rewrite.New(reg, rewrite.WithLogger(logger), rewrite.WithObserver(obs))
+	srv := server.New(svc, sc)
+	m.InitializeMetrics(srv.GRPC)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := reg.Watch(ctx, registry.DefaultDebounce); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	metricsSrv, err := serveMetrics(cfg.metricsListen, m, logger)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	srv.SetServing(true)
+
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigc)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.GRPC.Serve(lis) }()
+	logger.Info("serving", "addr", lis.Addr().String(), "tls", tlsFiles != nil, "mtls", cfg.tlsClientCA != "", "auth", sc.Tokens != nil)
+
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serving: %w", err)
+		case sig := <-sigc:
+			if sig == syscall.SIGHUP {
+				reload(reg, tlsFiles, sc.Tokens, logger)
+				continue
+			}
+			drain(srv, metricsSrv, cfg.drainTimeout, sig, logger)
+			return nil
+		}
+	}
+}
+
+// drain stops taking calls and lets those in flight finish, for up to
+// timeout.
+func drain(srv *server.Server, metricsSrv *http.Server, timeout time.Duration, sig os.Signal, logger *slog.Logger) {
+	logger.Info("draining", "signal", sig.String(), "timeout", timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	srv.Shutdown(ctx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(ctx)
+	}
+	logger.Info("stopped")
+}
+
+// reload rereads the policies, certificates and tokens on SIGHUP; whatever
+// fails to load is logged and the version in use kept.
+func reload(reg *registry.Registry, tlsFiles *server.TLSFiles, tokens *server.Tokens, logger *slog.Logger) {
+	logger.Info("SIGHUP: reloading")
+	_ = reg.Reload() // logged and counted by the registry
+	if tlsFiles != nil {
+		if err := tlsFiles.Reload(); err != nil {
+			logger.Error("TLS files refused: the previous ones stay in use", "error", err.Error())
+		}
+	}
+	if tokens != nil {
+		if err := tokens.Reload(); err != nil {
+			logger.Error("tokens refused: the previous ones stay in use", "error", err.Error())
+		}
+	}
+}
+
+// serveMetrics serves /metrics on addr, unless addr is empty.
+func serveMetrics(addr string, m *metrics.Metrics, logger *slog.Logger) (*http.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server stopped", "error", err.Error())
+		}
+	}()
+	logger.Info("serving metrics", "addr", lis.Addr().String())
+	return srv, nil
+}

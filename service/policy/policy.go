@@ -1,0 +1,322 @@
+// Package policy compiles a KumoMTA smtp_server_rewrite_response Lua policy
+// once and evaluates it on a pool of sandboxed gopher-lua states.
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	lua "github.com/yuin/gopher-lua"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+)
+
+// Event is the only KumoMTA event rewrited runs.
+const Event = "smtp_server_rewrite_response"
+
+// Defaults for Options fields left zero.
+const (
+	DefaultEvalTimeout    = 20 * time.Millisecond
+	DefaultLoadTimeout    = time.Second
+	DefaultMaxStringBytes = 1 << 20
+	// DefaultMaxUses recycles a state after this many evaluations, so that
+	// whatever a policy piles up in its globals is bounded.
+	DefaultMaxUses = 10000
+)
+
+// Options tune a compiled policy; the zero value is usable.
+type Options struct {
+	// Name identifies the policy in logs and metrics ("default" if empty).
+	Name string
+	// EvalTimeout is the time budget of one evaluation.
+	EvalTimeout time.Duration
+	// LoadTimeout bounds running the policy's top level on a new state.
+	LoadTimeout time.Duration
+	// MaxStringBytes bounds the strings a Go builtin may build.
+	MaxStringBytes int
+	// PoolSize is how many idle states are kept (default 2×GOMAXPROCS, at least 4).
+	PoolSize int
+	// MaxUses recycles a state after that many evaluations.
+	MaxUses int
+	// Shadow evaluates and reports what would change, but keeps the original.
+	Shadow bool
+	// ProtectData keeps the original when the policy turns a successful DATA
+	// reply into a failure, which would cause duplicate deliveries.
+	ProtectData bool
+	// Logger receives kumo.log_* and print output; nil discards it.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Name == "" {
+		o.Name = "default"
+	}
+	if o.EvalTimeout <= 0 {
+		o.EvalTimeout = DefaultEvalTimeout
+	}
+	if o.LoadTimeout <= 0 {
+		o.LoadTimeout = DefaultLoadTimeout
+	}
+	if o.MaxStringBytes <= 0 {
+		o.MaxStringBytes = DefaultMaxStringBytes
+	}
+	if o.PoolSize <= 0 {
+		o.PoolSize = max(4, 2*runtime.GOMAXPROCS(0))
+	}
+	if o.MaxUses <= 0 {
+		o.MaxUses = DefaultMaxUses
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return o
+}
+
+// Input is one reply the SMTP server is about to send. The caller has
+// checked the status and normalised the text.
+type Input struct {
+	Status   int
+	Response string
+	// Command is nil when the reply answers no command (Lua nil).
+	Command *string
+	// Meta is the connection metadata; it is read lazily, only as far as the
+	// policy asks for it.
+	Meta *structpb.Struct
+}
+
+// Reply is a status and text.
+type Reply struct {
+	Status   int
+	Response string
+}
+
+// Decision is the result of one evaluation. Status and Response always hold
+// the reply to send.
+type Decision struct {
+	Reply
+	Rewritten       bool
+	CloseConnection bool
+	Outcome         rewritev1.Outcome
+	// Err says why the original reply was kept (nil when it was not).
+	Err error
+	// MetaUpdates holds what the policy stored with conn_meta:set_meta.
+	MetaUpdates map[string]any
+	// Proposed is the rewrite the policy asked for when shadow mode or
+	// ProtectData kept the original.
+	Proposed *Reply
+}
+
+// Stats are a policy's state-pool counters.
+type Stats struct {
+	Idle      int    // states waiting in the pool
+	Created   uint64 // states built, including at compile time
+	Misses    uint64 // evaluations that found the pool empty
+	Discarded uint64 // states thrown away after a timeout or a crash
+}
+
+// Policy is a compiled policy; it is safe for concurrent use.
+type Policy struct {
+	opts    Options
+	file    string
+	version string
+	proto   *lua.FunctionProto
+
+	hasHandler bool
+	pool       chan *state
+	closed     atomic.Bool
+
+	created, misses, discarded atomic.Uint64
+}
+
+// Errors that classify a failed evaluation; Decision.Err wraps one of them.
+var (
+	ErrPolicy  = errors.New("policy error")
+	ErrTimeout = errors.New("policy timed out")
+	ErrInvalid = errors.New("invalid policy result")
+	ErrClosed  = errors.New("policy closed")
+)
+
+// Version returns a digest of the source the policy was compiled from.
+func Version(src []byte) string {
+	sum := sha256.Sum256(src)
+	return hex.EncodeToString(sum[:6])
+}
+
+// Compile parses and compiles src (read from file, used in messages), runs
+// its top level once to register the handler, and fills the state pool.
+// Problems found at load time are returned as *LoadError; warnings (such as
+// handlers for other events, which are ignored) are returned alongside a
+// usable policy.
+func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) {
+	opts = opts.withDefaults()
+	proto, err := compileChunk(file, src)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &Policy{
+		opts:    opts,
+		file:    file,
+		version: Version(src),
+		proto:   proto,
+		pool:    make(chan *state, opts.PoolSize),
+	}
+	first, warnings, err := p.newState(true)
+	if err != nil {
+		return nil, nil, err
+	}
+	p.hasHandler = first.handler != nil
+	if !p.hasHandler {
+		warnings = append(warnings, Warning{File: file, Message: "no " + Event + " handler is registered: every reply passes unchanged"})
+	}
+	p.pool <- first
+	return p, warnings, nil
+}
+
+// Version returns the digest of the policy's source.
+func (p *Policy) Version() string { return p.version }
+
+// Name returns the policy's name.
+func (p *Policy) Name() string { return p.opts.Name }
+
+// File returns the file the policy was compiled from.
+func (p *Policy) File() string { return p.file }
+
+// Options returns the options the policy was compiled with, defaults filled in.
+func (p *Policy) Options() Options { return p.opts }
+
+// Stats returns the state-pool counters.
+func (p *Policy) Stats() Stats {
+	return Stats{Idle: len(p.pool), Created: p.created.Load(), Misses: p.misses.Load(), Discarded: p.discarded.Load()}
+}
+
+// Warm fills the pool with idle states, so the first requests after a load
+// or reload do not pay for building them.
+func (p *Policy) Warm() error {
+	for len(p.pool) < cap(p.pool) {
+		s, _, err := p.newState(false)
+		if err != nil {
+			return err
+		}
+		if !p.put(s) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Close releases the idle states. Evaluations still running finish; their
+// states are closed when they return.
+func (p *Policy) Close() {
+	p.closed.Store(true)
+	for {
+		select {
+		case s := <-p.pool:
+			s.close()
+		default:
+			return
+		}
+	}
+}
+
+// Evaluate runs the policy's handler for one reply. It never panics and
+// never fails: whatever the policy does, the decision holds a reply to send.
+func (p *Policy) Evaluate(ctx context.Context, in Input) Decision {
+	keep := Decision{Reply: Reply{Status: in.Status, Response: in.Response}}
+	if !p.hasHandler {
+		keep.Outcome = rewritev1.Outcome_OUTCOME_UNCHANGED
+		return p.finish(keep, in)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(keep, rewritev1.Outcome_OUTCOME_TIMEOUT, fmt.Errorf("%w: %w", ErrTimeout, err))
+	}
+	s, err := p.get()
+	if err != nil {
+		return fail(keep, rewritev1.Outcome_OUTCOME_POLICY_ERROR, fmt.Errorf("%w: %w", ErrPolicy, err))
+	}
+	ret, healthy := s.call(in, p.opts.EvalTimeout)
+	switch {
+	case !healthy:
+		p.discarded.Add(1)
+		s.close()
+	case s.uses >= p.opts.MaxUses:
+		s.close()
+	default:
+		p.put(s)
+	}
+	d := p.decide(keep, in, ret)
+	return p.finish(d, in)
+}
+
+// finish applies close_connection, shadow mode and the DATA guard.
+func (p *Policy) finish(d Decision, in Input) Decision {
+	if d.Outcome == rewritev1.Outcome_OUTCOME_REWRITTEN {
+		proposed := d.Reply
+		switch {
+		case p.opts.Shadow:
+			d = keepWith(d, in, rewritev1.Outcome_OUTCOME_SHADOWED)
+			d.MetaUpdates = nil
+			d.Proposed = &proposed
+		case p.opts.ProtectData && BreaksDataSemantics(in, proposed.Status):
+			d = keepWith(d, in, rewritev1.Outcome_OUTCOME_PROTECTED)
+			d.Err = fmt.Errorf("%w: refused to turn the successful DATA reply %d into %d: the message is already queued, so the client would retry and deliver it twice", ErrInvalid, in.Status, proposed.Status)
+			d.Proposed = &proposed
+		}
+	}
+	d.CloseConnection = d.Status == 421
+	return d
+}
+
+func keepWith(d Decision, in Input, outcome rewritev1.Outcome) Decision {
+	d.Reply = Reply{Status: in.Status, Response: in.Response}
+	d.Rewritten = false
+	d.Outcome = outcome
+	return d
+}
+
+func fail(d Decision, outcome rewritev1.Outcome, err error) Decision {
+	d.Outcome = outcome
+	d.Err = err
+	return d
+}
+
+// BreaksDataSemantics reports whether turning in into a reply with status
+// would change the outcome of a mail transaction: a successful DATA reply
+// (the message is queued) rewritten to a failure.
+func BreaksDataSemantics(in Input, status int) bool {
+	return in.Command != nil && *in.Command == "DATA" && in.Status/100 == 2 && status/100 != 2
+}
+
+func (p *Policy) get() (*state, error) {
+	select {
+	case s := <-p.pool:
+		return s, nil
+	default:
+	}
+	p.misses.Add(1)
+	s, _, err := p.newState(false)
+	return s, err
+}
+
+// put returns s to the pool, or closes it when the pool is full or closed.
+func (p *Policy) put(s *state) bool {
+	if p.closed.Load() {
+		s.close()
+		return false
+	}
+	select {
+	case p.pool <- s:
+		return true
+	default:
+		s.close()
+		return false
+	}
+}

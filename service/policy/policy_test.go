@@ -1,0 +1,267 @@
+package policy_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	"github.com/rewrited/rewrited/service/policy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const seed = `
+kumo.on('smtp_server_rewrite_response', function(status, response, command, conn_meta)
+  if command == 'DATA' and status == 250 then
+    return 250, 'super fantastic!\n' .. response
+  end
+end)
+`
+
+func compile(t testing.TB, src string, opts policy.Options) *policy.Policy {
+	t.Helper()
+	p, _, err := policy.Compile("test.lua", []byte(src), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func str(s string) *string { return &s }
+
+func dataInput() policy.Input {
+	return policy.Input{Status: 250, Response: "OK ids=8f2a", Command: str("DATA")}
+}
+
+func TestSeedExample(t *testing.T) {
+	p := compile(t, seed, policy.Options{})
+	d := p.Evaluate(context.Background(), dataInput())
+	if d.Status != 250 || d.Response != "super fantastic!\nOK ids=8f2a" || !d.Rewritten || d.Outcome != rewritev1.Outcome_OUTCOME_REWRITTEN || d.Err != nil {
+		t.Fatalf("got %+v", d)
+	}
+	if v := p.Version(); len(v) != 12 || v != policy.Version([]byte(seed)) {
+		t.Errorf("Version() = %q", v)
+	}
+}
+
+// assertHealthy checks that the policy still answers n requests correctly.
+func assertHealthy(t *testing.T, p *policy.Policy, n int) {
+	t.Helper()
+	for i := range n {
+		in := policy.Input{Status: 250, Response: fmt.Sprintf("ok %d", i), Command: str("EHLO")}
+		if d := p.Evaluate(context.Background(), in); d.Outcome != rewritev1.Outcome_OUTCOME_UNCHANGED {
+			t.Fatalf("request %d after the fault: %+v", i, d)
+		}
+	}
+}
+
+// faultPolicy misbehaves when the reply text is "fault" and otherwise
+// leaves the reply alone.
+func faultPolicy(body string) string {
+	return `kumo.on('smtp_server_rewrite_response', function(status, response, command, conn_meta)
+  if response ~= 'fault' then return end
+  ` + body + `
+end)`
+}
+
+func TestFaults(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		body    string
+		outcome rewritev1.Outcome
+		errText string
+	}{
+		{"endless loop", "while true do end", rewritev1.Outcome_OUTCOME_TIMEOUT, "exceeded its 20ms budget"},
+		{"deep recursion", "local function f(n) return f(n + 1) + 1 end return f(1)", rewritev1.Outcome_OUTCOME_POLICY_ERROR, "stack overflow"},
+		{"metamethod recursion", "local t = setmetatable({}, {__index = function(t, k) return t[k] end}) return t.x", rewritev1.Outcome_OUTCOME_POLICY_ERROR, "stack overflow"},
+		{"error", "error('boom')", rewritev1.Outcome_OUTCOME_POLICY_ERROR, "test.lua:3: boom"},
+		{"loop inside a coroutine", "coroutine.wrap(function() while true do end end)()", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
+		{"pcall cannot swallow the timeout", "while true do pcall(function() while true do end end) end", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := compile(t, faultPolicy(tc.body), policy.Options{})
+			start := time.Now()
+			d := p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "fault", Command: str("DATA")})
+			elapsed := time.Since(start)
+			if d.Status != 250 || d.Response != "fault" || d.Rewritten || d.Outcome != tc.outcome || d.Err == nil || !strings.Contains(d.Err.Error(), tc.errText) {
+				t.Fatalf("got %+v (err %v), want the original with %v containing %q", d, d.Err, tc.outcome, tc.errText)
+			}
+			// Generous for 2 shared cores: the budget is 20ms.
+			if elapsed > 500*time.Millisecond {
+				t.Errorf("took %v", elapsed)
+			}
+			assertHealthy(t, p, 1000)
+		})
+	}
+}
+
+// TestCrashedStateIsDiscarded drives the registry overflow that panics
+// inside gopher-lua, with a budget long enough for it to happen.
+func TestCrashedStateIsDiscarded(t *testing.T) {
+	p := compile(t, faultPolicy("local function f(...) return f(1, ...) end return f()"), policy.Options{PoolSize: 1, EvalTimeout: 10 * time.Second})
+	before := p.Stats()
+	d := p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "fault"})
+	if d.Outcome != rewritev1.Outcome_OUTCOME_POLICY_ERROR || d.Response != "fault" || !strings.Contains(d.Err.Error(), "crashed") {
+		t.Fatalf("got %+v", d)
+	}
+	after := p.Stats()
+	if after.Discarded != before.Discarded+1 {
+		t.Errorf("discarded %d -> %d, want one more", before.Discarded, after.Discarded)
+	}
+	assertHealthy(t, p, 10)
+}
+
+func TestTimedOutStateIsDiscarded(t *testing.T) {
+	p := compile(t, faultPolicy("while true do end"), policy.Options{PoolSize: 1, EvalTimeout: 5 * time.Millisecond})
+	d := p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "fault"})
+	if d.Outcome != rewritev1.Outcome_OUTCOME_TIMEOUT {
+		t.Fatalf("got %+v", d)
+	}
+	if s := p.Stats(); s.Discarded != 1 {
+		t.Errorf("stats %+v, want one discarded state", s)
+	}
+	assertHealthy(t, p, 10)
+}
+
+func TestCancelledContextSkipsEvaluation(t *testing.T) {
+	p := compile(t, seed, policy.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d := p.Evaluate(ctx, dataInput())
+	if d.Outcome != rewritev1.Outcome_OUTCOME_TIMEOUT || d.Response != "OK ids=8f2a" {
+		t.Fatalf("got %+v", d)
+	}
+}
+
+func TestNoStackLeftovers(t *testing.T) {
+	// A handler that reports how many values are on its stack beyond its
+	// arguments would see leftovers from an earlier call on the same state.
+	p := compile(t, `kumo.on('smtp_server_rewrite_response', function(...)
+  if select('#', ...) ~= 4 then return nil, 'leftover: ' .. select('#', ...) end
+  if ... == 550 then error('fail') end
+  return nil, 'clean'
+end)`, policy.Options{PoolSize: 1})
+	for i := range 50 {
+		status := 250
+		if i%2 == 1 {
+			status = 550
+		}
+		d := p.Evaluate(context.Background(), policy.Input{Status: status, Response: "x"})
+		if status == 250 && d.Response != "clean" {
+			t.Fatalf("call %d: %+v", i, d)
+		}
+	}
+}
+
+func TestStatesAreRecycledAfterMaxUses(t *testing.T) {
+	p := compile(t, `local calls = 0
+kumo.on('smtp_server_rewrite_response', function()
+  calls = calls + 1
+  return nil, 'calls ' .. calls
+end)`, policy.Options{PoolSize: 1, MaxUses: 3})
+	var got []string
+	for range 7 {
+		got = append(got, p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "x"}).Response)
+	}
+	want := "calls 1,calls 2,calls 3,calls 1,calls 2,calls 3,calls 1"
+	if strings.Join(got, ",") != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestShadowAndProtectData(t *testing.T) {
+	src := `kumo.on('smtp_server_rewrite_response', function(status, response, command, conn_meta)
+  conn_meta:set_meta('x_seen', true)
+  return 550, 'rejected after all'
+end)`
+	in := dataInput()
+	shadow := compile(t, src, policy.Options{Shadow: true}).Evaluate(context.Background(), in)
+	if shadow.Outcome != rewritev1.Outcome_OUTCOME_SHADOWED || shadow.Status != 250 || shadow.Rewritten ||
+		shadow.Proposed == nil || shadow.Proposed.Status != 550 || shadow.MetaUpdates != nil {
+		t.Errorf("shadow: %+v", shadow)
+	}
+	protected := compile(t, src, policy.Options{ProtectData: true}).Evaluate(context.Background(), in)
+	if protected.Outcome != rewritev1.Outcome_OUTCOME_PROTECTED || protected.Status != 250 || protected.Err == nil ||
+		protected.Proposed == nil || protected.Proposed.Response != "rejected after all" {
+		t.Errorf("protect-data: %+v", protected)
+	}
+	notData := compile(t, src, policy.Options{ProtectData: true}).Evaluate(context.Background(), policy.Input{Status: 250, Response: "OK", Command: str("RCPT TO:<a@b>")})
+	if notData.Outcome != rewritev1.Outcome_OUTCOME_REWRITTEN || notData.Status != 550 {
+		t.Errorf("protect-data only guards DATA: %+v", notData)
+	}
+}
+
+func TestConcurrentEvaluation(t *testing.T) {
+	p := compile(t, `kumo.on('smtp_server_rewrite_response', function(status, response, command, conn_meta)
+  return nil, response .. ' from ' .. conn_meta:get_meta('id')
+end)`, policy.Options{PoolSize: 2})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				id := fmt.Sprintf("g%d-%d", g, i)
+				meta, _ := structpb.NewStruct(map[string]any{"id": id})
+				d := p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "ok", Meta: meta})
+				if want := "ok from " + id; d.Response != want {
+					t.Errorf("got %q, want %q", d.Response, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if s := p.Stats(); s.Misses == 0 || s.Idle > 2 {
+		t.Errorf("stats %+v: 8 goroutines on a pool of 2 must miss, and at most 2 states stay idle", s)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, src, want string
+	}{
+		{"top-level endless loop", "while true do end", "test.lua: running the policy's top level took longer than 1s"},
+		{"top-level registry crash", "local function f(...) return f(1, ...) end f()", "crashed the Lua VM"},
+		{"top-level registry overflow", "local t = {} for i = 1, 100000 do t[i] = i end unpack(t)", "registry overflow"},
+		{"kumo.on with a non-function", "kumo.on('smtp_server_rewrite_response', 42)", "test.lua:1: bad argument #2 to on"},
+		{"goto an unknown label", "goto nowhere", "test.lua"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := policy.Compile("test.lua", []byte(tc.src), policy.Options{LoadTimeout: time.Second})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func BenchmarkEvaluate(b *testing.B) {
+	meta, _ := structpb.NewStruct(map[string]any{
+		"received_from": "10.0.0.1:52000", "received_via": "10.0.0.2:25", "hostname": "mx.example.com",
+		"reception_protocol": "ESMTP", "ehlo_domain": "client.example.org",
+	})
+	for _, bc := range []struct {
+		name string
+		in   policy.Input
+	}{
+		{"rewrite", policy.Input{Status: 250, Response: "OK ids=8f2a", Command: str("DATA"), Meta: meta}},
+		{"unchanged", policy.Input{Status: 250, Response: "OK", Command: str("RCPT TO:<a@example.com>"), Meta: meta}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := compile(b, seed, policy.Options{})
+			b.ReportAllocs()
+			for b.Loop() {
+				if d := p.Evaluate(context.Background(), bc.in); d.Err != nil {
+					b.Fatal(d.Err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,79 @@
+package rewrite
+
+import (
+	"regexp"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	"github.com/rewrited/rewrited/service/policy"
+	"github.com/rewrited/rewrited/smtpreply"
+)
+
+// Default request limits. A reply of 128 KiB is far beyond any real SMTP
+// reply; an AUTH line may reach 12 KiB (RFC 4954), hence the command limit.
+const (
+	DefaultMaxResponseBytes = 128 << 10
+	DefaultMaxCommandBytes  = 16 << 10
+	DefaultMaxMetaKeys      = 1024
+	maxPolicyNameBytes      = 128
+)
+
+// Limits bound the fields of a request.
+type Limits struct {
+	MaxResponseBytes int
+	MaxCommandBytes  int
+	MaxMetaKeys      int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxResponseBytes <= 0 {
+		l.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if l.MaxCommandBytes <= 0 {
+		l.MaxCommandBytes = DefaultMaxCommandBytes
+	}
+	if l.MaxMetaKeys <= 0 {
+		l.MaxMetaKeys = DefaultMaxMetaKeys
+	}
+	return l
+}
+
+var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// input checks a request and converts it for the engine. Every error is
+// InvalidArgument and names the field.
+func (l Limits) input(req *rewritev1.RewriteResponseRequest) (policy.Input, error) {
+	code := int(min(req.GetStatus(), 1<<20))
+	if err := smtpreply.CheckStatus(code); err != nil {
+		return policy.Input{}, status.Errorf(codes.InvalidArgument, "status: %v", err)
+	}
+	text := req.GetResponse()
+	if len(text) > l.MaxResponseBytes {
+		return policy.Input{}, status.Errorf(codes.InvalidArgument, "response: %d bytes, the limit is %d", len(text), l.MaxResponseBytes)
+	}
+	if text != "" {
+		clean, err := smtpreply.Sanitize(text)
+		if err != nil {
+			return policy.Input{}, status.Errorf(codes.InvalidArgument, "response: %v", err)
+		}
+		text = clean
+	}
+	if len(req.GetCommand()) > l.MaxCommandBytes {
+		return policy.Input{}, status.Errorf(codes.InvalidArgument, "command: %d bytes, the limit is %d", len(req.GetCommand()), l.MaxCommandBytes)
+	}
+	if n := len(req.GetConnMeta().GetFields()); n > l.MaxMetaKeys {
+		return policy.Input{}, status.Errorf(codes.InvalidArgument, "conn_meta: %d keys, the limit is %d", n, l.MaxMetaKeys)
+	}
+	if name := req.GetPolicy(); name != "" && !ValidPolicyName(name) {
+		return policy.Input{}, status.Errorf(codes.InvalidArgument, "policy: %q is not a policy name (letters, digits, '_', '-', '.'; at most %d bytes)", name, maxPolicyNameBytes)
+	}
+	return policy.Input{Status: code, Response: text, Command: req.Command, Meta: req.GetConnMeta()}, nil
+}
+
+// ValidPolicyName reports whether name can be asked for in a request's
+// policy field.
+func ValidPolicyName(name string) bool {
+	return len(name) <= maxPolicyNameBytes && policyNameRE.MatchString(name)
+}

@@ -1,0 +1,132 @@
+// Package rewrite implements the rewrite.v1.RewriteService gRPC service on
+// top of compiled policies.
+package rewrite
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	"github.com/rewrited/rewrited/service/policy"
+)
+
+// DefaultPolicy is the name an empty policy field selects.
+const DefaultPolicy = "default"
+
+// Resolver finds the policy a request names.
+type Resolver interface {
+	// Policy returns the policy called name, or false when none is served.
+	Policy(name string) (*policy.Policy, bool)
+	// Names lists the policies served, for error messages.
+	Names() []string
+}
+
+// Observer is told of every decision, for metrics and decision logs.
+type Observer interface {
+	Observe(ctx context.Context, p *policy.Policy, req *rewritev1.RewriteResponseRequest, d *policy.Decision, elapsed time.Duration)
+}
+
+// Static serves a fixed set of policies.
+type Static map[string]*policy.Policy
+
+// Policy implements Resolver.
+func (s Static) Policy(name string) (*policy.Policy, bool) {
+	p, ok := s[name]
+	return p, ok
+}
+
+// Names implements Resolver.
+func (s Static) Names() []string {
+	names := make([]string, 0, len(s))
+	for name := range s {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Service is the RewriteService implementation.
+type Service struct {
+	rewritev1.UnimplementedRewriteServiceServer
+	resolver Resolver
+	limits   Limits
+	observer Observer
+	logger   *slog.Logger
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithLimits sets the request limits.
+func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l.withDefaults() } }
+
+// WithObserver sets the decision observer.
+func WithObserver(o Observer) Option { return func(s *Service) { s.observer = o } }
+
+// WithLogger sets the logger for decisions the client cannot see, such as
+// meta updates that could not be returned.
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.logger = l } }
+
+// New returns a Service resolving policies with r.
+func New(r Resolver, opts ...Option) *Service {
+	s := &Service{resolver: r, limits: Limits{}.withDefaults(), logger: slog.Default()}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s
+}
+
+// RewriteResponse implements rewritev1.RewriteServiceServer.
+func (s *Service) RewriteResponse(ctx context.Context, req *rewritev1.RewriteResponseRequest) (*rewritev1.RewriteResponseResponse, error) {
+	in, err := s.limits.input(req)
+	if err != nil {
+		return nil, err
+	}
+	name := req.GetPolicy()
+	if name == "" {
+		name = DefaultPolicy
+	}
+	p, ok := s.resolver.Policy(name)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "policy %q is not served (served: %s)", name, strings.Join(s.resolver.Names(), ", "))
+	}
+	start := time.Now()
+	d := p.Evaluate(ctx, in)
+	if s.observer != nil {
+		s.observer.Observe(ctx, p, req, &d, time.Since(start))
+	}
+	return s.response(p, &d), nil
+}
+
+func (s *Service) response(p *policy.Policy, d *policy.Decision) *rewritev1.RewriteResponseResponse {
+	resp := &rewritev1.RewriteResponseResponse{
+		Status:          uint32(d.Status),
+		Response:        d.Response,
+		Rewritten:       d.Rewritten,
+		CloseConnection: d.CloseConnection,
+		PolicyVersion:   p.Version(),
+		Outcome:         d.Outcome,
+	}
+	if d.Err != nil {
+		resp.Error = d.Err.Error()
+	}
+	if len(d.MetaUpdates) > 0 {
+		updates, err := structpb.NewStruct(d.MetaUpdates)
+		if err != nil {
+			// Values come from the policy's set_meta, which only accepts
+			// JSON-serialisable values; should one still not convert, the
+			// reply matters more than the metadata.
+			s.logger.Warn("meta updates dropped", "policy", p.Name(), "error", err)
+		} else {
+			resp.MetaUpdates = updates
+		}
+	}
+	return resp
+}

@@ -1,0 +1,102 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// Tokens are the bearer tokens a server accepts, read from a file and
+// reloadable, so a token can be rotated without a restart: list the old and
+// the new one, move the clients, then drop the old one.
+type Tokens struct {
+	file string
+	// SHA-256 digests: comparing digests in constant time reveals neither
+	// a token's content nor its length.
+	sums atomic.Pointer[[][sha256.Size]byte]
+}
+
+// LoadTokens reads file: one token per line; blank lines and lines starting
+// with '#' are skipped.
+func LoadTokens(file string) (*Tokens, error) {
+	t := &Tokens{file: file}
+	if err := t.Reload(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Reload reads the file again; on error the tokens in use are kept.
+func (t *Tokens) Reload() error {
+	data, err := os.ReadFile(t.file)
+	if err != nil {
+		return fmt.Errorf("reading the tokens: %w", err)
+	}
+	var sums [][sha256.Size]byte
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		sums = append(sums, sha256.Sum256(line))
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading the tokens: %s: %w", t.file, err)
+	}
+	if len(sums) == 0 {
+		return fmt.Errorf("reading the tokens: %s holds no token", t.file)
+	}
+	t.sums.Store(&sums)
+	return nil
+}
+
+// valid reports whether token is one of the tokens, in time independent of
+// which one matches.
+func (t *Tokens) valid(token string) bool {
+	sum := sha256.Sum256([]byte(token))
+	match := 0
+	for _, s := range *t.sums.Load() {
+		match |= subtle.ConstantTimeCompare(sum[:], s[:])
+	}
+	return match == 1
+}
+
+func (t *Tokens) authenticate(ctx context.Context) (context.Context, error) {
+	token, err := auth.AuthFromMD(ctx, "bearer")
+	if err != nil {
+		return nil, err
+	}
+	if !t.valid(token) {
+		return nil, status.Error(codes.Unauthenticated, "invalid bearer token")
+	}
+	return ctx, nil
+}
+
+// needsToken exempts health checks, so that load balancers and Kubernetes
+// probes need no token. Reflection is not exempt: it describes the API to
+// anyone who asks.
+var needsToken = selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+	return c.Service != healthpb.Health_ServiceDesc.ServiceName
+})
+
+func (t *Tokens) unaryInterceptor() grpc.UnaryServerInterceptor {
+	return selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(t.authenticate), needsToken)
+}
+
+func (t *Tokens) streamInterceptor() grpc.StreamServerInterceptor {
+	return selector.StreamServerInterceptor(auth.StreamServerInterceptor(t.authenticate), needsToken)
+}

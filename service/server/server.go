@@ -1,0 +1,158 @@
+// Package server assembles the rewrited gRPC server: the rewrite service,
+// health, reflection, interceptors and keepalive enforcement.
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+)
+
+// ServiceName is the health-checked service name.
+var ServiceName = rewritev1.RewriteService_ServiceDesc.ServiceName
+
+// DefaultMaxRequestBytes caps a request message; larger ones are refused
+// with InvalidArgument.
+const DefaultMaxRequestBytes = 1 << 20
+
+// Config configures a Server.
+type Config struct {
+	Logger *slog.Logger
+	// MaxRequestBytes caps a rewrite request: a larger one is refused with
+	// InvalidArgument naming its size. gRPC itself refuses, undecoded and
+	// with ResourceExhausted, a message over four times the cap.
+	MaxRequestBytes int
+	// MaxConcurrent caps the rewrite calls in flight: past it a call is
+	// refused with ResourceExhausted at once. Zero means no cap.
+	MaxConcurrent int
+	// Tokens, when set, are the bearer tokens every call but health checks
+	// must carry.
+	Tokens *Tokens
+	// MaxConnectionAge closes connections after this long (with a grace
+	// period), so round_robin clients spread onto replicas added since.
+	MaxConnectionAge time.Duration
+	// Unary interceptors run after recovery and logging, in order, and
+	// before the token check and the limits.
+	Unary []grpc.UnaryServerInterceptor
+	// Stream interceptors run before the token check.
+	Stream []grpc.StreamServerInterceptor
+	// Options are appended to the server's own.
+	Options []grpc.ServerOption
+}
+
+// Server is a gRPC server serving the rewrite service, health and reflection.
+type Server struct {
+	GRPC   *grpc.Server
+	Health *health.Server
+	logger *slog.Logger
+}
+
+// New builds a Server around svc; it is NOT_SERVING until SetServing(true).
+func New(svc rewritev1.RewriteServiceServer, cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.MaxConnectionAge <= 0 {
+		cfg.MaxConnectionAge = 5 * time.Minute
+	}
+	unary := append([]grpc.UnaryServerInterceptor{
+		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(func(p any) error {
+			cfg.Logger.Error("panic in request handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			return status.Error(codes.Internal, "internal error")
+		})),
+		logging.UnaryServerInterceptor(slogAdapter(cfg.Logger),
+			logging.WithLogOnEvents(logging.FinishCall),
+			logging.WithLevels(callLevel)),
+	}, cfg.Unary...)
+	stream := cfg.Stream
+	if cfg.Tokens != nil {
+		unary = append(unary, cfg.Tokens.unaryInterceptor())
+		stream = append(stream, cfg.Tokens.streamInterceptor())
+	}
+	unary = append(unary, limit(cfg.MaxRequestBytes, cfg.MaxConcurrent))
+	opts := append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(4 * cfg.MaxRequestBytes),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge:      cfg.MaxConnectionAge,
+			MaxConnectionAgeGrace: 10 * time.Second,
+			Time:                  time.Minute,
+			Timeout:               10 * time.Second,
+		}),
+	}, cfg.Options...)
+	s := &Server{GRPC: grpc.NewServer(opts...), Health: health.NewServer(), logger: cfg.Logger}
+	rewritev1.RegisterRewriteServiceServer(s.GRPC, svc)
+	healthpb.RegisterHealthServer(s.GRPC, s.Health)
+	reflection.Register(s.GRPC)
+	s.SetServing(false)
+	return s
+}
+
+// SetServing sets the health of the rewrite service and the server as a whole.
+func (s *Server) SetServing(serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.Health.SetServingStatus(ServiceName, st)
+	s.Health.SetServingStatus("", st)
+}
+
+// Shutdown reports NOT_SERVING, lets in-flight calls finish, and stops hard
+// when ctx ends first.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.Health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.GRPC.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.logger.Warn("drain timed out, closing remaining connections")
+		s.GRPC.Stop()
+		<-done
+	}
+}
+
+// callLevel logs successful calls at debug level: at thousands of calls a
+// second, only failures belong in the default log.
+func callLevel(code codes.Code) logging.Level {
+	switch code {
+	case codes.OK:
+		return logging.LevelDebug
+	case codes.InvalidArgument, codes.NotFound, codes.Canceled, codes.Unauthenticated, codes.ResourceExhausted, codes.DeadlineExceeded:
+		return logging.LevelInfo
+	default:
+		return logging.LevelError
+	}
+}
+
+func slogAdapter(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
