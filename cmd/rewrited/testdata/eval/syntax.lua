@@ -1,0 +1,3 @@
+kumo.on('smtp_server_rewrite_response', function(status)
+  return status // 100
+end)

@@ -1,0 +1,2 @@
+kumo.on('smtp_server_rewrite_response', function() end)
+kumo.on('smtp_server_rewrite_response', function() end)
