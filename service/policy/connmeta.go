@@ -11,19 +11,19 @@ import (
 // lazily, so a policy pays only for the keys it asks for, and records what
 // the policy sets.
 type connMeta struct {
-	fields  map[string]*structpb.Value
+	meta    Meta
 	updates map[string]any
 }
 
-func (c *connMeta) reset(meta *structpb.Struct) {
-	c.fields = meta.GetFields()
+func (c *connMeta) reset(meta Meta) {
+	c.meta = meta
 	c.updates = nil
 }
 
 // take hands the updates of the call over to the caller.
 func (c *connMeta) take() map[string]any {
 	u := c.updates
-	c.fields, c.updates = nil, nil
+	c.meta, c.updates = nil, nil
 	return u
 }
 
@@ -62,7 +62,11 @@ func getMeta(L *lua.LState) int {
 		L.Push(stdlib.FromGo(L, v))
 		return 1
 	}
-	L.Push(valueToLua(L, c.fields[name]))
+	v, err := c.meta.Lookup(name)
+	if err != nil {
+		L.RaiseError("get_meta('%s'): %v", name, err)
+	}
+	L.Push(valueToLua(L, v))
 	return 1
 }
 

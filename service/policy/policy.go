@@ -15,7 +15,6 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 )
@@ -90,7 +89,7 @@ type Input struct {
 	Command *string
 	// Meta is the connection metadata; it is read lazily, only as far as the
 	// policy asks for it.
-	Meta *structpb.Struct
+	Meta Meta
 }
 
 // Reply is a status and text.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy"
@@ -25,8 +24,13 @@ kumo.on('smtp_server_rewrite_response', function(status, response, command, conn
 end)
 `
 
+// compile compiles src; unless opts say otherwise, the budget is long
+// enough that a loaded test machine never turns a result into a timeout.
 func compile(t testing.TB, src string, opts policy.Options) *policy.Policy {
 	t.Helper()
+	if opts.EvalTimeout == 0 {
+		opts.EvalTimeout = 2 * time.Second
+	}
 	p, _, err := policy.Compile("test.lua", []byte(src), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +91,7 @@ func TestFaults(t *testing.T) {
 		{"pcall cannot swallow the timeout", "while true do pcall(function() while true do end end) end", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := compile(t, faultPolicy(tc.body), policy.Options{})
+			p := compile(t, faultPolicy(tc.body), policy.Options{EvalTimeout: 20 * time.Millisecond})
 			start := time.Now()
 			d := p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "fault", Command: str("DATA")})
 			elapsed := time.Since(start)
@@ -208,7 +212,7 @@ end)`, policy.Options{PoolSize: 2})
 		wg.Go(func() {
 			for i := range 200 {
 				id := fmt.Sprintf("g%d-%d", g, i)
-				meta, _ := structpb.NewStruct(map[string]any{"id": id})
+				meta, _ := policy.MetaFromMap(map[string]any{"id": id})
 				d := p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "ok", Meta: meta})
 				if want := "ok from " + id; d.Response != want {
 					t.Errorf("got %q, want %q", d.Response, want)
@@ -218,8 +222,8 @@ end)`, policy.Options{PoolSize: 2})
 		})
 	}
 	wg.Wait()
-	if s := p.Stats(); s.Misses == 0 || s.Idle > 2 {
-		t.Errorf("stats %+v: 8 goroutines on a pool of 2 must miss, and at most 2 states stay idle", s)
+	if s := p.Stats(); s.Idle > 2 || s.Created != s.Misses+1 {
+		t.Errorf("stats %+v: at most 2 states stay idle, and every state beyond the first is a miss", s)
 	}
 }
 
@@ -243,7 +247,7 @@ func TestLoadErrors(t *testing.T) {
 }
 
 func BenchmarkEvaluate(b *testing.B) {
-	meta, _ := structpb.NewStruct(map[string]any{
+	meta, _ := policy.MetaFromMap(map[string]any{
 		"received_from": "10.0.0.1:52000", "received_via": "10.0.0.2:25", "hostname": "mx.example.com",
 		"reception_protocol": "ESMTP", "ehlo_domain": "client.example.org",
 	})

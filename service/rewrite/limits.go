@@ -6,17 +6,18 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	wirev1 "github.com/rewrited/rewrited/proto/rewrite/wire/v1"
 	"github.com/rewrited/rewrited/service/policy"
 	"github.com/rewrited/rewrited/smtpreply"
 )
 
 // Default request limits. A reply of 128 KiB is far beyond any real SMTP
 // reply; an AUTH line may reach 12 KiB (RFC 4954), hence the command limit.
+// conn_meta is bounded by the request size cap alone: counting its keys
+// would cost every request a walk over metadata the policy may never read.
 const (
 	DefaultMaxResponseBytes = 128 << 10
 	DefaultMaxCommandBytes  = 16 << 10
-	DefaultMaxMetaKeys      = 1024
 	maxPolicyNameBytes      = 128
 )
 
@@ -24,7 +25,6 @@ const (
 type Limits struct {
 	MaxResponseBytes int
 	MaxCommandBytes  int
-	MaxMetaKeys      int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -34,9 +34,6 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxCommandBytes <= 0 {
 		l.MaxCommandBytes = DefaultMaxCommandBytes
 	}
-	if l.MaxMetaKeys <= 0 {
-		l.MaxMetaKeys = DefaultMaxMetaKeys
-	}
 	return l
 }
 
@@ -44,7 +41,7 @@ var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // input checks a request and converts it for the engine. Every error is
 // InvalidArgument and names the field.
-func (l Limits) input(req *rewritev1.RewriteResponseRequest) (policy.Input, error) {
+func (l Limits) input(req *wirev1.LazyRewriteRequest) (policy.Input, error) {
 	code := int(min(req.GetStatus(), 1<<20))
 	if err := smtpreply.CheckStatus(code); err != nil {
 		return policy.Input{}, status.Errorf(codes.InvalidArgument, "status: %v", err)
@@ -62,9 +59,6 @@ func (l Limits) input(req *rewritev1.RewriteResponseRequest) (policy.Input, erro
 	}
 	if len(req.GetCommand()) > l.MaxCommandBytes {
 		return policy.Input{}, status.Errorf(codes.InvalidArgument, "command: %d bytes, the limit is %d", len(req.GetCommand()), l.MaxCommandBytes)
-	}
-	if n := len(req.GetConnMeta().GetFields()); n > l.MaxMetaKeys {
-		return policy.Input{}, status.Errorf(codes.InvalidArgument, "conn_meta: %d keys, the limit is %d", n, l.MaxMetaKeys)
 	}
 	if name := req.GetPolicy(); name != "" && !ValidPolicyName(name) {
 		return policy.Input{}, status.Errorf(codes.InvalidArgument, "policy: %q is not a policy name (letters, digits, '_', '-', '.'; at most %d bytes)", name, maxPolicyNameBytes)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	wirev1 "github.com/rewrited/rewrited/proto/rewrite/wire/v1"
 	"github.com/rewrited/rewrited/service/policy"
 )
 
@@ -30,7 +31,7 @@ type Resolver interface {
 
 // Observer is told of every decision, for metrics and decision logs.
 type Observer interface {
-	Observe(ctx context.Context, p *policy.Policy, req *rewritev1.RewriteResponseRequest, d *policy.Decision, elapsed time.Duration)
+	Observe(ctx context.Context, p *policy.Policy, in policy.Input, d *policy.Decision, elapsed time.Duration)
 }
 
 // Static serves a fixed set of policies.
@@ -83,8 +84,25 @@ func New(r Resolver, opts ...Option) *Service {
 	return s
 }
 
-// RewriteResponse implements rewritev1.RewriteServiceServer.
+// RewriteResponse implements rewritev1.RewriteServiceServer. The gRPC
+// server calls Rewrite instead, through ServiceDesc, with conn_meta left
+// encoded; this method serves in-process callers such as `rewrited eval`.
 func (s *Service) RewriteResponse(ctx context.Context, req *rewritev1.RewriteResponseRequest) (*rewritev1.RewriteResponseResponse, error) {
+	meta, err := policy.MetaFromStruct(req.GetConnMeta())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "conn_meta: %v", err)
+	}
+	return s.Rewrite(ctx, &wirev1.LazyRewriteRequest{
+		Status:   req.GetStatus(),
+		Response: req.GetResponse(),
+		Command:  req.Command,
+		ConnMeta: meta,
+		Policy:   req.GetPolicy(),
+	})
+}
+
+// Rewrite decides one reply.
+func (s *Service) Rewrite(ctx context.Context, req *wirev1.LazyRewriteRequest) (*rewritev1.RewriteResponseResponse, error) {
 	in, err := s.limits.input(req)
 	if err != nil {
 		return nil, err
@@ -100,7 +118,7 @@ func (s *Service) RewriteResponse(ctx context.Context, req *rewritev1.RewriteRes
 	start := time.Now()
 	d := p.Evaluate(ctx, in)
 	if s.observer != nil {
-		s.observer.Observe(ctx, p, req, &d, time.Since(start))
+		s.observer.Observe(ctx, p, in, &d, time.Since(start))
 	}
 	return s.response(p, &d), nil
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	"github.com/rewrited/rewrited/service/rewrite"
 )
 
 // ServiceName is the health-checked service name.
@@ -62,7 +63,7 @@ type Server struct {
 }
 
 // New builds a Server around svc; it is NOT_SERVING until SetServing(true).
-func New(svc rewritev1.RewriteServiceServer, cfg Config) *Server {
+func New(svc *rewrite.Service, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -103,7 +104,7 @@ func New(svc rewritev1.RewriteServiceServer, cfg Config) *Server {
 		}),
 	}, cfg.Options...)
 	s := &Server{GRPC: grpc.NewServer(opts...), Health: health.NewServer(), logger: cfg.Logger}
-	rewritev1.RegisterRewriteServiceServer(s.GRPC, svc)
+	s.GRPC.RegisterService(&rewrite.ServiceDesc, svc)
 	healthpb.RegisterHealthServer(s.GRPC, s.Health)
 	reflection.Register(s.GRPC)
 	s.SetServing(false)
