@@ -61,7 +61,9 @@ func Lines(text string) []string {
 }
 
 // Sanitize checks reply text and returns it with every "\r\n" turned into
-// "\n" and any trailing line ending removed. It refuses empty text, a bare CR,
+// "\n" and a trailing line ending removed; Lines gives the same lines for the
+// result as for text, and Sanitize returns the result unchanged. It refuses
+// text with no visible character (empty or blank lines only), a bare CR,
 // NUL and other control characters (TAB is allowed, as RFC 5321 allows it),
 // lines longer than MaxTextLine octets, and invalid UTF-8 (SMTPUTF8 allows
 // UTF-8; anything else cannot travel in a protobuf string). Text that needs no change is
@@ -99,16 +101,28 @@ func Sanitize(text string) (string, error) {
 	if !ascii && !utf8.ValidString(text) {
 		return "", ErrUTF8
 	}
-	if strings.HasSuffix(text, "\n") {
+	if strings.TrimSpace(text) == "" {
+		return "", ErrEmptyText
+	}
+	if strings.HasSuffix(text, "\n") && !strings.HasSuffix(text, "\n\n") {
 		clean = false
 	}
 	if !clean {
-		text = strings.Join(Lines(text), "\n")
-	}
-	if text == "" {
-		return "", ErrEmptyText
+		text = normalize(text)
 	}
 	return text, nil
+}
+
+// normalize rewrites text with "\n" between lines and without the line
+// ending that Lines ignores, so that Lines gives the same lines for both. A
+// last line that is empty keeps one "\n" after it, which Lines needs to see it.
+func normalize(text string) string {
+	lines := Lines(text)
+	out := strings.Join(lines, "\n")
+	if lines[len(lines)-1] == "" {
+		out += "\n"
+	}
+	return out
 }
 
 func checkLineLength(n, lineNo int) error {

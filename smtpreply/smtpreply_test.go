@@ -71,11 +71,34 @@ func TestSanitize(t *testing.T) {
 		{"a\x1bb", "", ErrControlChar},
 		{"a\x7f", "", ErrControlChar},
 		{"OK\r\n250 injected", "OK\n250 injected", nil},
+		{"a\n\n", "a\n\n", nil},
+		{"a\r\n\r\n", "a\n\n", nil},
+		{"a\n\nb", "a\n\nb", nil},
+		{"\nb", "\nb", nil},
+		{"\n\n", "", ErrEmptyText},
+		{" \t\n ", "", ErrEmptyText},
 		{"caf\xe9", "", ErrUTF8},
 	} {
 		got, err := Sanitize(tc.in)
 		if !errors.Is(err, tc.wantErr) || got != tc.want {
 			t.Errorf("Sanitize(%q) = %q, %v; want %q, %v", tc.in, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+// TestSanitizeKeepsLines checks that sanitising never changes the lines a
+// reply is made of, and that sanitised text is left as it is.
+func TestSanitizeKeepsLines(t *testing.T) {
+	for _, in := range []string{"a", "a\n", "a\n\n", "a\r\n\r\nb\r\n", "\nb", "x\n\n\n", "a\nb\n\n"} {
+		out, err := Sanitize(in)
+		if err != nil {
+			t.Fatalf("Sanitize(%q): %v", in, err)
+		}
+		if !reflect.DeepEqual(Lines(out), Lines(in)) {
+			t.Errorf("Sanitize(%q) = %q: lines %q, want %q", in, out, Lines(out), Lines(in))
+		}
+		if again, err := Sanitize(out); err != nil || again != out {
+			t.Errorf("Sanitize(%q) = %q, %v; want it unchanged", out, again, err)
 		}
 	}
 }

@@ -25,6 +25,10 @@ func runArgs(t *testing.T, args ...string) (code int, stdout, stderr string) {
 
 const evalPolicy = "testdata/eval/policy.lua"
 
+// evalSlack is the evaluation budget the tests give: they check what policies
+// decide, and a loaded machine must not turn that into a timeout.
+const evalSlack = "10s"
+
 // TestEvalWire checks the text output against golden files: the reply as
 // written on the wire, then how it was decided.
 func TestEvalWire(t *testing.T) {
@@ -76,7 +80,7 @@ func TestEvalWire(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, stdout, stderr := runArgs(t, append([]string{"eval"}, tt.args...)...)
+			code, stdout, stderr := runArgs(t, append([]string{"eval", "--eval-timeout", evalSlack}, tt.args...)...)
 			if code != 0 {
 				t.Fatalf("exit %d, want 0; stderr:\n%s", code, stderr)
 			}
@@ -106,7 +110,7 @@ func TestEvalWire(t *testing.T) {
 // TestEvalPrintOutput checks that print and kumo.log_* reach stderr with the
 // caller's position and leave stdout to the decision.
 func TestEvalPrintOutput(t *testing.T) {
-	_, stdout, stderr := runArgs(t, "eval", "--policy", evalPolicy, "--status", "250", "--response", "log", "--command", "NOOP")
+	_, stdout, stderr := runArgs(t, "eval", "--eval-timeout", evalSlack, "--policy", evalPolicy, "--status", "250", "--response", "log", "--command", "NOOP")
 	for _, want := range []string{`msg="print says NOOP"`, "source=testdata/eval/policy.lua:26", `msg="log_warn says 250"`} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr = %q, want it to contain %q", stderr, want)
@@ -119,7 +123,7 @@ func TestEvalPrintOutput(t *testing.T) {
 
 // TestEvalJSON checks that --json prints the service's response as protojson.
 func TestEvalJSON(t *testing.T) {
-	code, stdout, stderr := runArgs(t, "eval", "--json", "--policy", evalPolicy, "--status", "550", "--response", "close", "--command", "RCPT TO:<a@b>")
+	code, stdout, stderr := runArgs(t, "eval", "--eval-timeout", evalSlack, "--json", "--policy", evalPolicy, "--status", "550", "--response", "close", "--command", "RCPT TO:<a@b>")
 	if code != 0 {
 		t.Fatalf("exit %d; stderr: %s", code, stderr)
 	}
@@ -166,7 +170,7 @@ func TestEvalExitStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, stdout, stderr := runArgs(t, append([]string{"eval"}, tt.args...)...)
+			code, stdout, stderr := runArgs(t, append([]string{"eval", "--eval-timeout", evalSlack}, tt.args...)...)
 			if code != tt.code {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.code, stderr)
 			}

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/rewrited/rewrited/examples/policies"
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/decisionlog"
 	"github.com/rewrited/rewrited/service/metrics"
 	"github.com/rewrited/rewrited/service/policy"
@@ -70,18 +69,19 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this PEM CA `file` (mutual TLS)")
 	fs.StringVar(&c.authTokenFile, "auth-token-file", "", "require \"authorization: Bearer TOKEN\" on every call but health checks; `file` holds one token per line (reloaded on SIGHUP)")
-	fs.IntVar(&c.maxConcurrent, "max-concurrent", defaultMaxConcurrent(), "rewrite calls in flight before further ones are refused with RESOURCE_EXHAUSTED (0: no cap)")
+	fs.IntVar(&c.maxConcurrent, "max-concurrent", defaultMaxConcurrent(), "rewrite calls in flight before further ones are refused with RESOURCE_EXHAUSTED, and Lua states kept warm per policy; 0: no cap (default: 8 per GOMAXPROCS)")
 	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request accepted; a larger one is refused with INVALID_ARGUMENT")
 	fs.DurationVar(&c.maxConnectionAge, "max-connection-age", 5*time.Minute, "close client connections after this long, so round_robin clients spread onto new replicas")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for in-flight calls")
 }
 
-// defaultMaxConcurrent admits 32 calls per core. Evaluations are CPU-bound:
-// with N calls in flight on P cores the last one waits about N/P
-// evaluations, so 32 per core still answers within the client's default
-// 100ms deadline for evaluations of up to 3ms, a hundred times a typical
-// one. More calls than that would only answer after the caller gave up.
-func defaultMaxConcurrent() int { return 32 * runtime.GOMAXPROCS(0) }
+// defaultMaxConcurrent admits 8 calls per core. Evaluations are CPU-bound
+// (tens of microseconds), so calls past a few per core only wait for a CPU;
+// 8 per core absorbs bursts. Each policy keeps a warm Lua state for every
+// call admitted (see openRegistry), so an overloaded replica refuses at once
+// instead of spending its CPU building states for calls that would answer
+// late.
+func defaultMaxConcurrent() int { return 8 * runtime.GOMAXPROCS(0) }
 
 func (c *serveConfig) check() error {
 	switch {
@@ -159,6 +159,9 @@ func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics) (*re
 			Shadow:      cfg.shadow,
 			ProtectData: cfg.protectData,
 			Logger:      logger,
+			// One idle state per call admitted: a call that finds the pool
+			// empty builds a state, which costs as much as ~20 evaluations.
+			PoolSize: cfg.maxConcurrent,
 		},
 		Logger: logger,
 		OnLoad: m.PolicyLoaded,
@@ -196,9 +199,9 @@ func security(cfg serveConfig, logger *slog.Logger, sc *server.Config) (tlsFiles
 // observers fans a decision out to several observers.
 type observers []rewrite.Observer
 
-func (obs observers) Observe(ctx context.Context, p *policy.Policy, req *rewritev1.RewriteResponseRequest, d *policy.Decision, elapsed time.Duration) {
+func (obs observers) Observe(ctx context.Context, p *policy.Policy, in policy.Input, d *policy.Decision, elapsed time.Duration) {
 	for _, o := range obs {
-		o.Observe(ctx, p, req, d, elapsed)
+		o.Observe(ctx, p, in, d, elapsed)
 	}
 }
 

@@ -12,9 +12,7 @@ import (
 // TestExamplePolicies runs `rewrited test` over the example policies, as CI
 // must: every recipe and the bundled default policy pass their tests.
 func TestExamplePolicies(t *testing.T) {
-	// A generous budget: the tests check what the policies decide, and a
-	// loaded CI machine must not turn a slow evaluation into a failure.
-	code, stdout, stderr := runArgs(t, "test", "--eval-timeout", "10s", "../../examples/policies")
+	code, stdout, stderr := runArgs(t, "test", "--eval-timeout", evalSlack, "../../examples/policies")
 	if code != 0 {
 		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -44,7 +42,7 @@ func TestExamplePolicies(t *testing.T) {
 // TestTestReportsFailures runs the deliberately failing file and checks the
 // exact report: FILE:LINE: CASE: expected ..., got ..., warnings, summary.
 func TestTestReportsFailures(t *testing.T) {
-	code, stdout, stderr := runArgs(t, "test", "testdata/tests")
+	code, stdout, stderr := runArgs(t, "test", "--eval-timeout", evalSlack, "testdata/tests")
 	if code != 1 {
 		t.Errorf("exit %d, want 1; stderr:\n%s", code, stderr)
 	}
@@ -65,7 +63,7 @@ testdata/tests/nested/warning_test.yaml:10: rejects the queued message: warning:
 
 // TestTestVerbose checks that -v lists passing cases too.
 func TestTestVerbose(t *testing.T) {
-	code, stdout, _ := runArgs(t, "test", "-v", "testdata/tests/nested/warning_test.yaml")
+	code, stdout, _ := runArgs(t, "test", "--eval-timeout", evalSlack, "-v", "testdata/tests/nested/warning_test.yaml")
 	if code != 0 {
 		t.Errorf("exit %d, want 0 (a warning is not a failure)", code)
 	}
@@ -93,15 +91,16 @@ func TestTestExitStatus(t *testing.T) {
 		{"no path", nil, 2, "", "rewrited test: no test file or directory given"},
 		{"missing file", []string{"testdata/absent_test.yaml"}, 2, "", "rewrited test: stat testdata/absent_test.yaml: no such file or directory"},
 		{"directory without tests", []string{"testdata/eval"}, 2, "", "rewrited test: testdata/eval: no *_test.yaml files"},
-		{"misspelt field", []string{"testdata/misspelt_test.yaml"}, 2, "0 passed, 0 failed", "field want_stauts not found"},
-		{"case checking nothing", []string{"testdata/checks_nothing_test.yaml"}, 2, "", `testdata/checks_nothing_test.yaml:5: case "asserts nothing" checks nothing`},
-		{"bad file does not stop the others", []string{"testdata/misspelt_test.yaml", "testdata/tests/nested"}, 2, "2 passed, 0 failed", "want_stauts"},
+		{"misspelt field", []string{"testdata/bad/misspelt_test.yaml"}, 2, "0 passed, 0 failed", "field want_stauts not found"},
+		{"case checking nothing", []string{"testdata/bad/checks_nothing_test.yaml"}, 2, "", `testdata/bad/checks_nothing_test.yaml:5: case "asserts nothing" checks nothing`},
+		{"file without cases", []string{"testdata/bad/empty_test.yaml"}, 2, "", "testdata/bad/empty_test.yaml: no cases"},
+		{"bad file does not stop the others", []string{"testdata/bad/misspelt_test.yaml", "testdata/tests/nested"}, 2, "2 passed, 0 failed", "want_stauts"},
 		{"unknown flag", []string{"--bogus", "x"}, 2, "", "flag provided but not defined: -bogus"},
 		{"help", []string{"--help"}, 0, "", "Usage: rewrited test"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, stdout, stderr := runArgs(t, append([]string{"test"}, tt.args...)...)
+			code, stdout, stderr := runArgs(t, append([]string{"test", "--eval-timeout", evalSlack}, tt.args...)...)
 			if code != tt.code {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.code, stderr)
 			}
@@ -118,14 +117,14 @@ func TestTestExitStatus(t *testing.T) {
 // TestTestFiles checks directory expansion: *_test.yaml files only,
 // recursively and sorted; files named on the command line are taken as is.
 func TestTestFiles(t *testing.T) {
-	got, err := testFiles([]string{"testdata/tests", "testdata/misspelt_test.yaml", "testdata/tests/ignored.yaml"})
+	got, err := testFiles([]string{"testdata/tests", "testdata/bad/misspelt_test.yaml", "testdata/tests/ignored.yaml"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
 		filepath.Join("testdata", "tests", "failing_test.yaml"),
 		filepath.Join("testdata", "tests", "nested", "warning_test.yaml"),
-		"testdata/misspelt_test.yaml",
+		"testdata/bad/misspelt_test.yaml",
 		"testdata/tests/ignored.yaml",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

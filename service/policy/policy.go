@@ -258,23 +258,24 @@ func (p *Policy) Evaluate(ctx context.Context, in Input) Decision {
 // finish applies close_connection, shadow mode and the DATA guard.
 func (p *Policy) finish(d Decision, in Input) Decision {
 	if d.Outcome == rewritev1.Outcome_OUTCOME_REWRITTEN {
-		proposed := d.Reply
 		switch {
 		case p.opts.Shadow:
-			d = keepWith(d, in, rewritev1.Outcome_OUTCOME_SHADOWED)
+			d = keepProposing(d, in, rewritev1.Outcome_OUTCOME_SHADOWED)
 			d.MetaUpdates = nil
-			d.Proposed = &proposed
-		case p.opts.ProtectData && BreaksDataSemantics(in, proposed.Status):
-			d = keepWith(d, in, rewritev1.Outcome_OUTCOME_PROTECTED)
-			d.Err = fmt.Errorf("%w: refused to turn the successful DATA reply %d into %d: the message is already queued, so the client would retry and deliver it twice", ErrInvalid, in.Status, proposed.Status)
-			d.Proposed = &proposed
+		case p.opts.ProtectData && BreaksDataSemantics(in, d.Status):
+			d.Err = fmt.Errorf("%w: refused to turn the successful DATA reply %d into %d: the message is already queued, so the client would retry and deliver it twice", ErrInvalid, in.Status, d.Status)
+			d = keepProposing(d, in, rewritev1.Outcome_OUTCOME_PROTECTED)
 		}
 	}
 	d.CloseConnection = d.Status == 421
 	return d
 }
 
-func keepWith(d Decision, in Input, outcome rewritev1.Outcome) Decision {
+// keepProposing restores the original reply and records the rewrite the
+// policy asked for in Proposed.
+func keepProposing(d Decision, in Input, outcome rewritev1.Outcome) Decision {
+	proposed := d.Reply
+	d.Proposed = &proposed
 	d.Reply = Reply{Status: in.Status, Response: in.Response}
 	d.Rewritten = false
 	d.Outcome = outcome

@@ -269,3 +269,14 @@ func BenchmarkEvaluate(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEvaluateEmptyHandler is the floor under every evaluation: taking
+// a state, calling a handler that does nothing, and returning the state.
+func BenchmarkEvaluateEmptyHandler(b *testing.B) {
+	p := compile(b, `kumo.on('smtp_server_rewrite_response', function() end)`, policy.Options{})
+	in := dataInput()
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Evaluate(context.Background(), in)
+	}
+}

@@ -1,0 +1,112 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// Defaults used by New.
+const (
+	DefaultTimeout          = 100 * time.Millisecond
+	DefaultBreakerThreshold = 5
+	DefaultBreakerOpenFor   = time.Second
+
+	// Client keepalive: ping after 30s without reads while calls are in
+	// flight, give up 5s later. rewrited enforces a minimum ping interval
+	// of 10s (keepalive.EnforcementPolicy{MinTime: 10s}); pinging more often
+	// would make it close the connection with ENHANCE_YOUR_CALM.
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 5 * time.Second
+
+	// round_robin spreads calls over every resolved address; grpc's default,
+	// pick_first, would send everything to one replica.
+	defaultServiceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+)
+
+// Option configures a Client.
+type Option func(*config)
+
+type config struct {
+	timeout          time.Duration
+	policy           string
+	tls              *tls.Config
+	useTLS           bool
+	token            string
+	insecureBearer   bool
+	breakerThreshold int
+	breakerOpenFor   time.Duration
+	observer         func(Result, time.Duration)
+	dialOptions      []grpc.DialOption
+}
+
+// WithTimeout sets the whole budget of one Rewrite call, connection setup
+// included (default 100ms). A caller context with an earlier deadline
+// shortens it.
+func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// WithPolicy selects the policy rewrited evaluates (the request's policy
+// field); empty selects rewrited's default policy. An unknown name makes
+// every call fail with codes.NotFound, which does not trip the breaker.
+func WithPolicy(name string) Option { return func(c *config) { c.policy = name } }
+
+// WithTLS connects with TLS; set Certificates in cfg for mutual TLS, RootCAs
+// for a private CA. A nil cfg uses the system roots. Without it the client
+// speaks plaintext HTTP/2, fine for loopback or a trusted network.
+func WithTLS(cfg *tls.Config) Option {
+	return func(c *config) {
+		if cfg == nil {
+			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		c.tls, c.useTLS = cfg, true
+	}
+}
+
+// WithBearerToken sends "authorization: Bearer <token>" with every call.
+// New refuses it over plaintext, where the token would travel in clear,
+// unless WithInsecureBearer is given too.
+func WithBearerToken(token string) Option { return func(c *config) { c.token = token } }
+
+// WithInsecureBearer allows WithBearerToken without WithTLS, for a loopback
+// or otherwise trusted link.
+func WithInsecureBearer() Option { return func(c *config) { c.insecureBearer = true } }
+
+// WithBreaker sets the circuit breaker: it opens after threshold consecutive
+// failures (unavailable, timeout, resource exhausted, transport errors; not
+// invalid argument or not found, which are caller or configuration errors,
+// nor calls the caller cancels), then returns the original reply at once
+// with ErrBreakerOpen, without any network I/O, for openFor; then one probe
+// call goes through and closes it again if it succeeds. A threshold of 0
+// disables the breaker. Default: 5 failures, 1s.
+func WithBreaker(threshold int, openFor time.Duration) Option {
+	return func(c *config) { c.breakerThreshold, c.breakerOpenFor = threshold, openFor }
+}
+
+// WithObserver calls fn after every Rewrite with its Result and duration,
+// for metrics and logs without the client importing a metrics library. fn
+// runs on the caller's goroutine and counts against its time; a panic in it
+// is recovered.
+func WithObserver(fn func(Result, time.Duration)) Option {
+	return func(c *config) { c.observer = fn }
+}
+
+// WithDialOptions appends grpc.DialOptions after the client's own, so they
+// can override them (keepalive, service config, interceptors, ...).
+// Do not add grpc.WaitForReady(true): it defeats the fast fail.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(c *config) { c.dialOptions = append(c.dialOptions, opts...) }
+}
+
+// bearer implements credentials.PerRPCCredentials.
+type bearer struct {
+	value  string
+	secure bool
+}
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": b.value}, nil
+}
+
+func (b bearer) RequireTransportSecurity() bool { return b.secure }

@@ -1,0 +1,278 @@
+// Package stdlib installs into a gopher-lua state the Lua 5.4 library functions KumoMTA policies use and the kumo.string, kumo.regex and kumo.serde helper modules.
+package stdlib
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// Limits bound what one Go builtin may allocate, because gopher-lua has no memory limit
+// and a context timeout cannot interrupt a Go builtin that is already running.
+type Limits struct {
+	// MaxStringBytes is the longest string a builtin may build (string.rep, string.format,
+	// gsub, table.concat, kumo.string.*, regex replace, json_encode ...).
+	// Zero or a negative value selects 1 MiB.
+	MaxStringBytes int
+}
+
+// defaultMaxStringBytes is used when Limits.MaxStringBytes is not set.
+const defaultMaxStringBytes = 1 << 20
+
+// maxLoopItems caps the element count of table.move and table.unpack: both run
+// entirely in Go, so a huge range would otherwise pin a CPU or exhaust memory.
+const maxLoopItems = 1 << 20
+
+// ctxCheckEvery is how many iterations a long Go loop runs between context checks.
+const ctxCheckEvery = 4096
+
+// lib carries the limits into the Go builtins installed by Open.
+type lib struct {
+	max int
+}
+
+// Open installs everything into L. The engine has already opened base, table, string, math and coroutine
+// libs with lua.Open* (SkipOpenLibs then selective opening) and has created the global `kumo` table, passed here.
+func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
+	b := &lib{max: lim.MaxStringBytes}
+	if b.max <= 0 {
+		b.max = defaultMaxStringBytes
+	}
+	b.openLua54(L)
+	b.openFormat(L)
+	b.openBounded(L)
+	if kumo == nil {
+		kumo = L.NewTable()
+		L.SetGlobal("kumo", kumo)
+	}
+	b.openKumoString(L, kumo)
+	b.openKumoRegex(L, kumo)
+	b.openKumoSerde(L, kumo)
+}
+
+// globalTable returns the global library table name, creating it when the engine did not open it.
+func globalTable(L *lua.LState, name string) *lua.LTable {
+	if t, ok := L.GetGlobal(name).(*lua.LTable); ok {
+		return t
+	}
+	t := L.NewTable()
+	L.SetGlobal(name, t)
+	return t
+}
+
+// subModule returns kumo[name], creating it like KumoMTA's get_or_create_sub_module.
+func subModule(L *lua.LState, kumo *lua.LTable, name string) *lua.LTable {
+	if t, ok := kumo.RawGetString(name).(*lua.LTable); ok {
+		return t
+	}
+	t := L.NewTable()
+	kumo.RawSetString(name, t)
+	return t
+}
+
+func setFuncs(L *lua.LState, t *lua.LTable, funcs map[string]lua.LGFunction) {
+	for name, fn := range funcs {
+		t.RawSetString(name, L.NewFunction(fn))
+	}
+}
+
+// argError raises Lua 5.4's "bad argument" error. The function name is fixed by the
+// builtin rather than taken from the call site, so messages do not depend on aliases.
+func argError(L *lua.LState, n int, fname, msg string) {
+	L.RaiseError("bad argument #%d to '%s' (%s)", n, fname, msg)
+}
+
+// typeName is Lua's type name for argument n, or "no value" when it is absent.
+func typeName(L *lua.LState, n int) string {
+	if n > L.GetTop() {
+		return "no value"
+	}
+	return L.Get(n).Type().String()
+}
+
+func typeError(L *lua.LState, n int, fname, expected string) {
+	argError(L, n, fname, expected+" expected, got "+typeName(L, n))
+}
+
+// raise raises msg verbatim: RaiseError treats its first argument as a format.
+func raise(L *lua.LState, msg string) {
+	L.RaiseError("%s", msg)
+}
+
+func tooLarge(L *lua.LState, fname string, max int) {
+	L.RaiseError("%s: resulting string too large (more than %d bytes)", fname, max)
+}
+
+// checkCtx lets long Go loops honour the state's context, which the VM only checks
+// between Lua instructions.
+func checkCtx(L *lua.LState, i int) {
+	if i%ctxCheckEvery != 0 {
+		return
+	}
+	if ctx := L.Context(); ctx != nil && ctx.Err() != nil {
+		raise(L, ctx.Err().Error())
+	}
+}
+
+// checkString accepts strings and numbers (converted like tostring), as luaL_checklstring does.
+func checkString(L *lua.LState, n int, fname string) string {
+	switch v := L.Get(n).(type) {
+	case lua.LString:
+		return string(v)
+	case lua.LNumber:
+		return v.String()
+	}
+	typeError(L, n, fname, "string")
+	return ""
+}
+
+func optString(L *lua.LState, n int, fname, def string) string {
+	if L.Get(n) == lua.LNil {
+		return def
+	}
+	return checkString(L, n, fname)
+}
+
+// checkNumber accepts numbers and numeric strings, as luaL_checknumber does.
+func checkNumber(L *lua.LState, n int, fname string) float64 {
+	switch v := L.Get(n).(type) {
+	case lua.LNumber:
+		return float64(v)
+	case lua.LString:
+		if f, ok := strToNumber(string(v)); ok {
+			return f
+		}
+	}
+	typeError(L, n, fname, "number")
+	return 0
+}
+
+// checkInteger follows luaL_checkinteger: a float is accepted only when it has an exact
+// int64 value, so 3.0 is 3 and 3.5 is an error instead of being truncated.
+func checkInteger(L *lua.LState, n int, fname string) int64 {
+	f := checkNumber(L, n, fname)
+	i, ok := toInteger(f)
+	if !ok {
+		argError(L, n, fname, "number has no integer representation")
+	}
+	return i
+}
+
+func optInteger(L *lua.LState, n int, fname string, def int64) int64 {
+	if L.Get(n) == lua.LNil {
+		return def
+	}
+	return checkInteger(L, n, fname)
+}
+
+// toInteger reports the int64 value of f when f is integral and inside the int64 range.
+// This is the rule behind math.type, math.tointeger and every integer argument.
+func toInteger(f float64) (int64, bool) {
+	if f >= -9223372036854775808.0 && f < 9223372036854775808.0 && f == math.Trunc(f) {
+		return int64(f), true
+	}
+	return 0, false
+}
+
+// strToNumber converts a numeral the way Lua does: surrounding whitespace allowed,
+// decimal or hexadecimal, no "inf"/"nan" words or Go-only syntax such as underscores.
+func strToNumber(s string) (float64, bool) {
+	s = strings.Trim(s, " \f\n\r\t\v")
+	body := strings.TrimLeft(s, "+-")
+	if len(s)-len(body) > 1 || body == "" {
+		return 0, false
+	}
+	neg := strings.HasPrefix(s, "-")
+	if strings.HasPrefix(body, "0x") || strings.HasPrefix(body, "0X") {
+		return hexToNumber(body[2:], neg)
+	}
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if !(c >= '0' && c <= '9' || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-') {
+			return 0, false
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
+			return f, true
+		}
+		return 0, false
+	}
+	return f, true
+}
+
+// hexToNumber parses the digits after "0x": integers wrap around modulo 2^64 as in
+// Lua 5.4, and a fraction or binary exponent makes it a float.
+func hexToNumber(h string, neg bool) (float64, bool) {
+	if h == "" {
+		return 0, false
+	}
+	if !strings.ContainsAny(h, ".pP") {
+		var u uint64
+		for i := 0; i < len(h); i++ {
+			d, ok := hexDigit(h[i])
+			if !ok {
+				return 0, false
+			}
+			u = u<<4 | uint64(d)
+		}
+		v := float64(int64(u))
+		if neg {
+			v = -v
+		}
+		return v, true
+	}
+	mant := h
+	exp := "p0"
+	if i := strings.IndexAny(h, "pP"); i >= 0 {
+		mant, exp = h[:i], "p"+h[i+1:]
+	}
+	if mant == "" || mant == "." {
+		return 0, false
+	}
+	sign := ""
+	if neg {
+		sign = "-"
+	}
+	f, err := strconv.ParseFloat(sign+"0x"+mant+exp, 64)
+	if err != nil {
+		return 0, false
+	}
+	return f, true
+}
+
+func hexDigit(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// luaNumberString formats a number as Lua 5.4 prints it: integral values in the int64
+// range as integers, others with "%.14g", infinities as "inf"/"-inf".
+func luaNumberString(f float64) string {
+	if i, ok := toInteger(f); ok {
+		return strconv.FormatInt(i, 10)
+	}
+	switch {
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	case math.IsNaN(f):
+		if math.Signbit(f) {
+			return "-nan"
+		}
+		return "nan"
+	}
+	return fmt.Sprintf("%.14g", f)
+}
