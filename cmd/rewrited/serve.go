@@ -206,6 +206,11 @@ func (obs observers) Observe(ctx context.Context, p *policy.Policy, in policy.In
 }
 
 func serve(cfg serveConfig, logger *slog.Logger) error {
+	// Caught from the start: a SIGHUP sent while loading must not kill the
+	// process; it is handled once serving.
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigc)
 	m := metrics.New()
 	reg, err := openRegistry(cfg, logger, m)
 	if err != nil {
@@ -250,9 +255,6 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	}
 	srv.SetServing(true)
 
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigc)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.GRPC.Serve(lis) }()
 	logger.Info("serving", "addr", lis.Addr().String(), "tls", tlsFiles != nil, "mtls", cfg.tlsClientCA != "", "auth", sc.Tokens != nil)

@@ -1,0 +1,148 @@
+// Package metrics exposes rewrited's Prometheus metrics: gRPC server
+// metrics, decisions, evaluation time, policy reloads and versions, and the
+// Lua state pools.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	"github.com/rewrited/rewrited/service/policy"
+)
+
+// Buckets of the time histograms, in seconds: an evaluation typically takes
+// tens of microseconds, and its budget is tens of milliseconds.
+var Buckets = []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3}
+
+// PolicySource lists the policies currently served.
+type PolicySource interface {
+	Policies() []*policy.Policy
+}
+
+// Metrics holds rewrited's collectors in a registry of its own.
+type Metrics struct {
+	reg       *prometheus.Registry
+	grpc      *grpcprom.ServerMetrics
+	decisions *prometheus.CounterVec
+	eval      *prometheus.HistogramVec
+	reloads   *prometheus.CounterVec
+	// byPolicy maps a policy name to its resolved metrics, so that
+	// observing a decision looks up no label values.
+	byPolicy sync.Map
+}
+
+// numOutcomes bounds the Outcome values, OUTCOME_UNSPECIFIED included.
+const numOutcomes = int(rewritev1.Outcome_OUTCOME_PROTECTED) + 1
+
+// policyMetrics are one policy's metrics, label values resolved.
+type policyMetrics struct {
+	decisions [numOutcomes]prometheus.Counter
+	eval      prometheus.Observer
+}
+
+// New registers the metrics, with the Go runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			grpcprom.WithHistogramBuckets(Buckets))),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rewrited_decisions_total",
+			Help: "Decisions made, by policy and outcome.",
+		}, []string{"policy", "outcome"}),
+		eval: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "rewrited_eval_seconds",
+			Help:    "Time to evaluate a policy for one reply.",
+			Buckets: Buckets,
+		}, []string{"policy"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rewrited_policy_reloads_total",
+			Help: "Policy compilations, by policy and result (success or failure).",
+		}, []string{"policy", "result"}),
+	}
+	m.reg.MustRegister(m.grpc, m.decisions, m.eval, m.reloads,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry returns the registry the metrics are registered in.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg, EnableOpenMetrics: true})
+}
+
+// UnaryServerInterceptor counts and times unary calls.
+func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return m.grpc.UnaryServerInterceptor()
+}
+
+// StreamServerInterceptor counts and times streaming calls.
+func (m *Metrics) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return m.grpc.StreamServerInterceptor()
+}
+
+// InitializeMetrics creates the gRPC metrics of every method of s at zero,
+// so that they are scraped before the first call.
+func (m *Metrics) InitializeMetrics(s *grpc.Server) { m.grpc.InitializeMetrics(s) }
+
+// CollectPolicies reports, at each scrape, rewrited_policy_info and the
+// state-pool figures of the policies src serves. Reading them at scrape time
+// costs requests nothing, and a replaced or removed policy drops out.
+func (m *Metrics) CollectPolicies(src PolicySource) {
+	m.reg.MustRegister(poolCollector{src})
+}
+
+// PolicyLoaded counts a policy compilation; it matches registry.Config.OnLoad.
+// A loaded policy's decision counters are created at zero, so that they
+// exist before its first decision.
+func (m *Metrics) PolicyLoaded(name string, err error) {
+	result := "success"
+	if err != nil {
+		result = "failure"
+	} else {
+		m.forPolicy(name)
+	}
+	m.reloads.WithLabelValues(name, result).Inc()
+}
+
+// Observe implements rewrite.Observer.
+func (m *Metrics) Observe(_ context.Context, p *policy.Policy, _ policy.Input, d *policy.Decision, elapsed time.Duration) {
+	pm := m.forPolicy(p.Name())
+	if o := int(d.Outcome); o >= 0 && o < len(pm.decisions) && pm.decisions[o] != nil {
+		pm.decisions[o].Inc()
+	}
+	pm.eval.Observe(elapsed.Seconds())
+}
+
+func (m *Metrics) forPolicy(name string) *policyMetrics {
+	if pm, ok := m.byPolicy.Load(name); ok {
+		return pm.(*policyMetrics)
+	}
+	pm := &policyMetrics{eval: m.eval.WithLabelValues(name)}
+	for o := range pm.decisions {
+		if o != int(rewritev1.Outcome_OUTCOME_UNSPECIFIED) {
+			pm.decisions[o] = m.decisions.WithLabelValues(name, OutcomeLabel(rewritev1.Outcome(o)))
+		}
+	}
+	actual, _ := m.byPolicy.LoadOrStore(name, pm)
+	return actual.(*policyMetrics)
+}
+
+// OutcomeLabel is the outcome's label value: its name, lower case, without
+// the OUTCOME_ prefix ("rewritten", "policy_error").
+func OutcomeLabel(o rewritev1.Outcome) string {
+	return strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_"))
+}

@@ -1,0 +1,373 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	"github.com/rewrited/rewrited/service/policy"
+)
+
+// rewriteTo is a policy that rewrites every reply to 250 text.
+func rewriteTo(text string) string {
+	return fmt.Sprintf("kumo.on('smtp_server_rewrite_response', function() return 250, %q end)\n", text)
+}
+
+const broken = "kumo.on('smtp_server_rewrite_response', function()\n  return 250,\nend)\n"
+
+func write(t *testing.T, file, src string) {
+	t.Helper()
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loads records Config.OnLoad calls.
+type loads struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (l *loads) record(name string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	result := "ok"
+	if err != nil {
+		result = "failed"
+	}
+	l.list = append(l.list, name+":"+result)
+}
+
+func (l *loads) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	list := l.list
+	l.list = nil
+	slices.Sort(list)
+	return list
+}
+
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func open(t *testing.T, cfg Config) (*Registry, *loads, *logBuffer) {
+	t.Helper()
+	l, logs := &loads{}, &logBuffer{}
+	cfg.OnLoad = l.record
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	cfg.Options.PoolSize = 2
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("Open: %v\nlogs:\n%s", err, logs)
+	}
+	t.Cleanup(r.Close)
+	return r, l, logs
+}
+
+// reply evaluates the named policy for a 250 reply.
+func reply(t *testing.T, r *Registry, name string) (policy.Decision, bool) {
+	t.Helper()
+	p, ok := r.Policy(name)
+	if !ok {
+		return policy.Decision{}, false
+	}
+	return p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "OK"}), true
+}
+
+func TestOpenDirServesLuaFilesOnly(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(t.TempDir(), "target.lua")
+	write(t, outside, rewriteTo("linked"))
+	write(t, filepath.Join(dir, "default.lua"), rewriteTo("default"))
+	write(t, filepath.Join(dir, "trial.shadow.lua"), rewriteTo("trial"))
+	write(t, filepath.Join(dir, ".hidden.lua"), broken)
+	write(t, filepath.Join(dir, "notes.txt"), broken)
+	write(t, filepath.Join(dir, "bad name.lua"), broken)
+	if err := os.Mkdir(filepath.Join(dir, "sub.lua"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "linked.lua")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "missing"), filepath.Join(dir, "dangling.lua")); err != nil {
+		t.Fatal(err)
+	}
+
+	r, l, _ := open(t, Config{Dir: dir})
+	if got, want := r.Names(), []string{"default", "linked", "trial"}; !slices.Equal(got, want) {
+		t.Fatalf("Names() = %v, want %v", got, want)
+	}
+	if got, want := l.take(), []string{"default:ok", "linked:ok", "trial:ok"}; !slices.Equal(got, want) {
+		t.Errorf("loads = %v, want %v", got, want)
+	}
+	tests := []struct {
+		name     string
+		outcome  rewritev1.Outcome
+		response string
+	}{
+		{"default", rewritev1.Outcome_OUTCOME_REWRITTEN, "default"},
+		{"linked", rewritev1.Outcome_OUTCOME_REWRITTEN, "linked"},
+		{"trial", rewritev1.Outcome_OUTCOME_SHADOWED, "OK"},
+	}
+	for _, tt := range tests {
+		d, ok := reply(t, r, tt.name)
+		if !ok || d.Outcome != tt.outcome || d.Response != tt.response {
+			t.Errorf("%s: served %v, outcome %v, response %q; want %v, %q", tt.name, ok, d.Outcome, d.Response, tt.outcome, tt.response)
+		}
+	}
+}
+
+func TestOpenRefusesBrokenConfiguration(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  string
+	}{
+		{"syntax error", map[string]string{"default.lua": broken}, "default.lua:3:"},
+		{"empty directory", map[string]string{"README": "x"}, "no policy file"},
+		{"empty file", map[string]string{"default.lua": ""}, "default.lua: the file is empty"},
+		{"live and shadow", map[string]string{"a.lua": rewriteTo("a"), "a.shadow.lua": rewriteTo("b")}, `policy "a" is already served by`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, src := range tt.files {
+				write(t, filepath.Join(dir, name), src)
+			}
+			r, err := Open(Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
+			if err == nil {
+				r.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestReloadSwapsChangesAndKeepsWhatFails(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.lua"), filepath.Join(dir, "b.lua")
+	write(t, a, rewriteTo("a1"))
+	write(t, b, rewriteTo("b1"))
+	r, l, logs := open(t, Config{Dir: dir})
+	l.take()
+	b1, _ := r.Policy("b")
+
+	// a changes, b is broken, c appears.
+	write(t, a, rewriteTo("a2"))
+	write(t, b, broken)
+	write(t, filepath.Join(dir, "c.lua"), rewriteTo("c1"))
+	err := r.Reload()
+	var le *policy.LoadError
+	if !errors.As(err, &le) || le.File != b || le.Line != 3 {
+		t.Fatalf("Reload() = %v, want a LoadError at %s:3", err, b)
+	}
+	if got, want := l.take(), []string{"a:ok", "b:failed", "c:ok"}; !slices.Equal(got, want) {
+		t.Errorf("loads = %v, want %v", got, want)
+	}
+	for name, want := range map[string]string{"a": "a2", "b": "b1", "c": "c1"} {
+		if d, ok := reply(t, r, name); !ok || d.Response != want {
+			t.Errorf("%s answers %q (served %v), want %q", name, d.Response, ok, want)
+		}
+	}
+	if p, _ := r.Policy("b"); p != b1 {
+		t.Error("the refused policy's previous version was replaced")
+	}
+	for _, want := range []string{
+		`msg="policy loaded" policy=a file=` + a + ` version=` + policy.Version([]byte(rewriteTo("a2"))),
+		`msg="policy refused: the previous version keeps serving" policy=b file=` + b,
+		b + `:3:`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
+
+	// Unchanged files are not compiled again; a removed one stops serving.
+	if err := os.Remove(filepath.Join(dir, "c.lua")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, b, rewriteTo("b2"))
+	a2, _ := r.Policy("a")
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := l.take(), []string{"b:ok"}; !slices.Equal(got, want) {
+		t.Errorf("loads = %v, want %v", got, want)
+	}
+	if p, _ := r.Policy("a"); p != a2 {
+		t.Error("the unchanged policy was compiled again")
+	}
+	if _, ok := r.Policy("c"); ok {
+		t.Error("the removed policy is still served")
+	}
+	if !strings.Contains(logs.String(), `msg="policy removed" policy=c`) {
+		t.Errorf("no removal logged:\n%s", logs)
+	}
+	// The replaced versions were closed: their pools are empty.
+	if st := b1.Stats(); st.Idle != 0 {
+		t.Errorf("the replaced policy still holds %d idle states", st.Idle)
+	}
+}
+
+// TestReloadKeepsUnchangedShadowPolicies: with Options.Shadow on, a reload
+// that finds nothing changed compiles nothing.
+func TestReloadKeepsUnchangedShadowPolicies(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.lua"), rewriteTo("a"))
+	write(t, filepath.Join(dir, "b.shadow.lua"), rewriteTo("b"))
+	r, l, _ := open(t, Config{Dir: dir, Options: policy.Options{Shadow: true}})
+	l.take()
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.take(); len(got) != 0 {
+		t.Errorf("unchanged policies compiled again: %v", got)
+	}
+	for _, name := range []string{"a", "b"} {
+		if d, _ := reply(t, r, name); d.Outcome != rewritev1.Outcome_OUTCOME_SHADOWED {
+			t.Errorf("%s: outcome %v, want shadowed", name, d.Outcome)
+		}
+	}
+}
+
+// waitFor polls until cond holds or 5 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func answers(t *testing.T, r *Registry, name, want string) func() bool {
+	return func() bool {
+		d, ok := reply(t, r, name)
+		return ok && d.Response == want
+	}
+}
+
+// TestWatchKubernetesConfigMapSwap reproduces how the kubelet updates a
+// mounted ConfigMap: the files are symlinks through ..data, and an update
+// writes a new timestamped directory, points ..data_tmp at it and renames
+// ..data_tmp over ..data. The files themselves are never written.
+func TestWatchKubernetesConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	mustDo := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := func(name string, files map[string]string) {
+		mustDo(os.Mkdir(filepath.Join(dir, name), 0o755))
+		for f, src := range files {
+			write(t, filepath.Join(dir, name, f), src)
+		}
+	}
+	data("..2026_a", map[string]string{"default.lua": rewriteTo("v1"), "old.lua": rewriteTo("old")})
+	mustDo(os.Symlink("..2026_a", filepath.Join(dir, "..data")))
+	for _, f := range []string{"default.lua", "old.lua"} {
+		mustDo(os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)))
+	}
+	r, _, logs := open(t, Config{Dir: dir})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mustDo(r.Watch(ctx, 50*time.Millisecond))
+
+	data("..2026_b", map[string]string{"default.lua": rewriteTo("v2"), "new.lua": rewriteTo("new")})
+	mustDo(os.Symlink("..2026_b", filepath.Join(dir, "..data_tmp")))
+	mustDo(os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+	mustDo(os.Symlink(filepath.Join("..data", "new.lua"), filepath.Join(dir, "new.lua")))
+	mustDo(os.Remove(filepath.Join(dir, "old.lua")))
+	mustDo(os.RemoveAll(filepath.Join(dir, "..2026_a")))
+
+	waitFor(t, "default serves v2", answers(t, r, "default", "v2"))
+	waitFor(t, "new is served", answers(t, r, "new", "new"))
+	waitFor(t, "old is gone", func() bool { _, ok := r.Policy("old"); return !ok })
+	if t.Failed() {
+		t.Log(logs)
+	}
+}
+
+// TestWatchFileReplacedByRename covers --policy FILE edited the way editors
+// and configuration tools save: a new file renamed over the old one.
+func TestWatchFileReplacedByRename(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "policy.lua")
+	write(t, file, rewriteTo("v1"))
+	r, _, _ := open(t, Config{File: file})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := r.Watch(ctx, 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, ".policy.lua.swp")
+	write(t, tmp, rewriteTo("v2"))
+	if err := os.Rename(tmp, file); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the default policy serves v2", answers(t, r, "default", "v2"))
+
+	// Removing the file keeps the last version serving.
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if d, ok := reply(t, r, "default"); !ok || d.Response != "v2" {
+		t.Errorf("after the file was removed: served %v, %q", ok, d.Response)
+	}
+}
+
+// BenchmarkReload is the cost of one reload that finds the policy changed:
+// compiling it and warming its pool.
+func BenchmarkReload(b *testing.B) {
+	dir := b.TempDir()
+	file := filepath.Join(dir, "default.lua")
+	srcs := [2][]byte{[]byte(rewriteTo("a")), []byte(rewriteTo("b"))}
+	if err := os.WriteFile(file, srcs[0], 0o644); err != nil {
+		b.Fatal(err)
+	}
+	r, err := Open(Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	for i := 0; b.Loop(); i++ {
+		if err := os.WriteFile(file, srcs[(i+1)%2], 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Reload(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

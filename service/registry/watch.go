@@ -1,0 +1,75 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// DefaultDebounce is how long Watch waits after the last change before
+// reloading: editors and Kubernetes change several files in a burst.
+const DefaultDebounce = 150 * time.Millisecond
+
+// Watch reloads the policies whenever something changes in the watched
+// directory, until ctx ends. It watches the directory rather than the files:
+// editors replace a file by renaming another over it, and Kubernetes updates
+// a mounted ConfigMap by swapping the ..data symlink the files point
+// through, and a watch on the file itself misses both. Every burst of
+// events brings one Reload, debounce after the last event; the reload skips
+// unchanged files, so unrelated events cost one directory scan.
+//
+// Watch returns once the watch is in place, after a reload that catches
+// changes made since Open. It does nothing for a policy compiled from Src.
+func (r *Registry) Watch(ctx context.Context, debounce time.Duration) error {
+	if r.cfg.Dir == "" && r.cfg.Src != nil {
+		return nil
+	}
+	dir := r.cfg.Dir
+	if dir == "" {
+		dir = filepath.Dir(r.cfg.File)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching %s: %w", dir, err)
+	}
+	if err := w.Add(dir); err != nil {
+		w.Close()
+		return fmt.Errorf("watching %s: %w", dir, err)
+	}
+	_ = r.Reload() // failures are logged and counted by Reload
+	go r.watch(ctx, w, dir, debounce)
+	return nil
+}
+
+func (r *Registry) watch(ctx context.Context, w *fsnotify.Watcher, dir string, debounce time.Duration) {
+	defer w.Close()
+	timer := time.NewTimer(debounce)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			if ev.Has(fsnotify.Remove) && filepath.Clean(ev.Name) == filepath.Clean(dir) {
+				r.cfg.Logger.Error("policy directory removed: files are no longer watched; SIGHUP still reloads", "dir", dir)
+			}
+			timer.Reset(debounce)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			r.cfg.Logger.Warn("watching the policy directory", "dir", dir, "error", err.Error())
+		case <-timer.C:
+			if ctx.Err() == nil {
+				_ = r.Reload()
+			}
+		}
+	}
+}

@@ -1,0 +1,249 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	wirev1 "github.com/rewrited/rewrited/proto/rewrite/wire/v1"
+	"github.com/rewrited/rewrited/service/policy"
+	"github.com/rewrited/rewrited/service/rewrite"
+)
+
+// resolver serves policy "echo", which keeps every reply; asking for
+// "panic" panics, and asking for "block" waits until release is closed.
+type resolver struct {
+	echo    *policy.Policy
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *resolver) Policy(name string) (*policy.Policy, bool) {
+	switch name {
+	case "panic":
+		panic("resolver bug")
+	case "block":
+		r.entered <- struct{}{}
+		<-r.release
+	}
+	return r.echo, true
+}
+
+func (r *resolver) Names() []string { return []string{"echo"} }
+
+// start serves a Server built from cfg on 127.0.0.1 and returns a
+// connection to it.
+func start(t *testing.T, cfg Config) (*resolver, *grpc.ClientConn) {
+	t.Helper()
+	echo, _, err := policy.Compile("echo.lua", nil, policy.Options{PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(echo.Close)
+	r := &resolver{echo: echo, entered: make(chan struct{}, 100), release: make(chan struct{})}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	srv := New(rewrite.New(r), cfg)
+	srv.SetServing(true)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.GRPC.Serve(lis)
+	t.Cleanup(srv.GRPC.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return r, conn
+}
+
+// call asks for a 250 reply with text to be decided by the named policy.
+func call(ctx context.Context, conn *grpc.ClientConn, name, text string) (*rewritev1.RewriteResponseResponse, error) {
+	return rewritev1.NewRewriteServiceClient(conn).RewriteResponse(ctx, &rewritev1.RewriteResponseRequest{Status: 250, Response: text, Policy: name})
+}
+
+func checkHealth(t *testing.T, ctx context.Context, conn *grpc.ClientConn) {
+	t.Helper()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: ServiceName})
+	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v, %v", resp, err)
+	}
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestPanicIsInternalAndServerStaysUp(t *testing.T) {
+	_, conn := start(t, Config{})
+	ctx := testContext(t)
+	for range 3 {
+		if _, err := call(ctx, conn, "panic", "x"); status.Code(err) != codes.Internal {
+			t.Fatalf("panicking handler: %v, want Internal", err)
+		}
+		if resp, err := call(ctx, conn, "echo", "fine"); err != nil || resp.Response != "fine" {
+			t.Fatalf("call after the panic: %v, %v", resp, err)
+		}
+	}
+	checkHealth(t, ctx, conn)
+}
+
+func TestRequestSizeLimit(t *testing.T) {
+	_, conn := start(t, Config{MaxRequestBytes: 1000})
+	ctx := testContext(t)
+	lines := func(n int) string { return strings.Repeat(strings.Repeat("x", 99)+"\n", n) }
+	tests := []struct {
+		name string
+		text string
+		code codes.Code
+		msg  string
+	}{
+		{"under the cap", lines(9), codes.OK, ""},
+		{"over the cap", lines(20), codes.InvalidArgument, "request: 2006 bytes, the limit is 1000"},
+		{"over gRPC's backstop of 4 times the cap", lines(50), codes.ResourceExhausted, ""},
+	}
+	for _, tt := range tests {
+		_, err := call(ctx, conn, "", tt.text)
+		if status.Code(err) != tt.code || !strings.Contains(status.Convert(err).Message(), tt.msg) {
+			t.Errorf("%s: %v, want %v %q", tt.name, err, tt.code, tt.msg)
+		}
+	}
+}
+
+func TestConcurrencyLimitRefusesAtOnce(t *testing.T) {
+	const limit = 3
+	f, conn := start(t, Config{MaxConcurrent: limit})
+	ctx := testContext(t)
+	var wg sync.WaitGroup
+	for range limit {
+		wg.Go(func() {
+			if _, err := call(ctx, conn, "block", "x"); err != nil {
+				t.Errorf("admitted call: %v", err)
+			}
+		})
+	}
+	for range limit {
+		<-f.entered
+	}
+	start := time.Now()
+	_, err := call(ctx, conn, "echo", "one too many")
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("call past the cap: %v, want ResourceExhausted", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("refusal took %v: it waited", d)
+	}
+	checkHealth(t, ctx, conn) // health is never shed
+	close(f.release)
+	wg.Wait()
+	if _, err := call(ctx, conn, "echo", "after"); err != nil {
+		t.Errorf("call once the slots are free: %v", err)
+	}
+}
+
+func TestBearerToken(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("# rotation: old and new\nold-token\n\n  new-token  \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := LoadTokens(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, conn := start(t, Config{Tokens: tokens})
+	ctx := testContext(t)
+	with := func(auth string) context.Context {
+		if auth == "" {
+			return ctx
+		}
+		return metadata.AppendToOutgoingContext(ctx, "authorization", auth)
+	}
+	tests := []struct {
+		auth string
+		code codes.Code
+	}{
+		{"", codes.Unauthenticated},
+		{"Bearer wrong", codes.Unauthenticated},
+		{"Bearer new-toke", codes.Unauthenticated},
+		{"Basic new-token", codes.Unauthenticated},
+		{"new-token", codes.Unauthenticated},
+		{"Bearer # rotation: old and new", codes.Unauthenticated},
+		{"Bearer old-token", codes.OK},
+		{"Bearer new-token", codes.OK},
+		{"bearer new-token", codes.OK},
+	}
+	for _, tt := range tests {
+		if _, err := call(with(tt.auth), conn, "echo", "x"); status.Code(err) != tt.code {
+			t.Errorf("authorization %q: %v, want %v", tt.auth, err, tt.code)
+		}
+		// Reflection is a stream and needs the token too.
+		stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(with(tt.auth))
+		if err == nil {
+			// A refused stream may fail Send with io.EOF; Recv has the status.
+			_ = stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
+			_, err = stream.Recv()
+		}
+		if status.Code(err) != tt.code {
+			t.Errorf("reflection with authorization %q: %v, want %v", tt.auth, err, tt.code)
+		}
+	}
+	checkHealth(t, ctx, conn) // probes need no token
+
+	// A reload drops the old token; a failed reload keeps the tokens.
+	if err := os.WriteFile(file, []byte("new-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := tokens.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("\n# none\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := tokens.Reload(); err == nil {
+		t.Error("a file without tokens was accepted")
+	}
+	if _, err := call(with("Bearer old-token"), conn, "echo", "x"); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("old token after the reload: %v", err)
+	}
+	if _, err := call(with("Bearer new-token"), conn, "echo", "x"); err != nil {
+		t.Errorf("new token after the reload: %v", err)
+	}
+}
+
+// BenchmarkLimit is the per-call cost of the size and concurrency checks on
+// a typical request.
+func BenchmarkLimit(b *testing.B) {
+	cmd := "DATA"
+	req := &wirev1.LazyRewriteRequest{Status: 250, Response: "2.0.0 OK queued as 8f2a1c", Command: &cmd, ConnMeta: []byte(strings.Repeat("m", 200))}
+	intercept := limit(DefaultMaxRequestBytes, 64)
+	info := &grpc.UnaryServerInfo{FullMethod: rewritev1.RewriteService_RewriteResponse_FullMethodName}
+	handler := func(context.Context, any) (any, error) { return nil, nil }
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := intercept(ctx, req, info, handler); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
