@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
@@ -48,11 +47,9 @@ type state struct {
 	meta    *lua.LUserData
 	cm      connMeta
 
-	// The state's context is cancelled by timer when an evaluation runs over
+	// The watchdog cancels the state's context when an evaluation runs over
 	// its budget; a state whose context was cancelled is never reused.
-	cancel context.CancelFunc
-	timer  *time.Timer
-	fired  atomic.Bool
+	deadline deadline
 
 	// The last command passed and its Lua value: most replies answer one of
 	// a handful of commands ("DATA" above all), so boxing it once saves an
@@ -81,11 +78,9 @@ func (p *Policy) newState(first bool) (_ *state, _ []Warning, err error) {
 		RegistrySize:  registrySize,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &state{p: p, L: L, quiet: !first, cancel: cancel}
-	s.timer = time.AfterFunc(p.opts.LoadTimeout, func() {
-		s.fired.Store(true)
-		cancel()
-	})
+	s := &state{p: p, L: L, quiet: !first}
+	s.deadline.cancel = cancel
+	watchdog.add(&s.deadline)
 	L.SetContext(ctx)
 	defer func() {
 		if r := recover(); r != nil {
@@ -107,8 +102,9 @@ func (p *Policy) newState(first bool) (_ *state, _ []Warning, err error) {
 	s.meta.Metatable = connMetaMetatable(L)
 
 	L.Push(L.NewFunctionFromProto(p.proto))
+	at := s.deadline.arm(p.opts.LoadTimeout)
 	callErr := L.PCall(0, 0, nil)
-	if !s.timer.Stop() {
+	if !s.deadline.disarm(at) {
 		return nil, nil, &LoadError{File: p.file, Message: fmt.Sprintf("running the policy's top level took longer than %v", p.opts.LoadTimeout)}
 	}
 	if callErr != nil {
@@ -141,8 +137,8 @@ func openLibs(L *lua.LState) {
 }
 
 func (s *state) close() {
-	s.timer.Stop()
-	s.cancel()
+	watchdog.remove(&s.deadline)
+	s.deadline.cancel()
 	s.L.Close()
 }
 
@@ -159,7 +155,7 @@ func (s *state) call(in Input, timeout time.Duration) (r raw, healthy bool) {
 			healthy = false
 		}
 	}()
-	s.timer.Reset(timeout)
+	at := s.deadline.arm(timeout)
 	L.Push(s.handler)
 	L.Push(statusValues[in.Status%len(statusValues)])
 	L.Push(lua.LString(in.Response))
@@ -168,7 +164,7 @@ func (s *state) call(in Input, timeout time.Duration) (r raw, healthy bool) {
 	s.inHandler = true
 	err := L.PCall(4, 2, nil)
 	s.inHandler = false
-	healthy = s.timer.Stop()
+	healthy = s.deadline.disarm(at)
 	r.meta = s.cm.take()
 	if err != nil {
 		L.SetTop(0)
