@@ -7,7 +7,7 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build serve test tools lint proto-check vet unit e2e images e2e-compose
+.PHONY: all build serve test tools lint proto-check vet unit e2e images e2e-compose bench fuzz-smoke reliability-report
 
 all: build
 
@@ -46,6 +46,28 @@ unit:
 e2e:
 	./scripts/e2e-grpcurl.sh
 
+# Every fuzz target in the module for FUZZTIME each, one at a time (see
+# docs/reliability.md to fuzz longer).
+FUZZTIME ?= 5s
+fuzz-smoke:
+	@set -e; list=$$(go test -list '^Fuzz' ./...); \
+	echo "$$list" | awk '/^Fuzz/ { t[n++] = $$0 } /^ok / { for (i = 0; i < n; i++) print $$2, t[i]; n = 0 }' | \
+	while read -r pkg target; do \
+		echo "fuzz $$pkg $$target"; \
+		go test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+# Rerun the reliability suite and fuzzers and regenerate the tables in
+# docs/reliability.md.
+reliability-report:
+	go run ./test/reliability/cmd/report -fuzztime $(FUZZTIME)
+
+# The load generator against a real `rewrited serve` (not part of `make
+# test`; see BENCHMARKS.md). BENCH_FLAGS='-mode memory' or '-mode profile'
+# for the other measurements.
+bench:
+	go run ./bench $(BENCH_FLAGS)
+
 IMAGE_TAG ?= dev
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
@@ -56,6 +78,7 @@ images:
 	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o bin/image/smtp-frontend ./examples/smtp-frontend
 	docker build --target rewrited -t rewrited:$(IMAGE_TAG) .
 	docker build --target frontend -t rewrited-frontend:$(IMAGE_TAG) .
+	docker image prune -f --filter label=io.rewrited.image >/dev/null
 
 # The docker-compose fleet end to end (runs `make images` itself).
 e2e-compose:
