@@ -89,6 +89,8 @@ func TestFaults(t *testing.T) {
 		{"error", "error('boom')", rewritev1.Outcome_OUTCOME_POLICY_ERROR, "test.lua:3: boom"},
 		{"loop inside a coroutine", "coroutine.wrap(function() while true do end end)()", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
 		{"pcall cannot swallow the timeout", "while true do pcall(function() while true do end end) end", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
+		{"backtracking pattern", "local _ = string.rep('a', 2^14):match('.-b')", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
+		{"pcall cannot swallow a pattern timeout", "while true do pcall(string.gsub, string.rep('a', 2^14), '(a*)*b', '') end", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := compile(t, faultPolicy(tc.body), policy.Options{EvalTimeout: 20 * time.Millisecond})

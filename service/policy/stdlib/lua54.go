@@ -52,6 +52,9 @@ func (b *lib) openLua54(L *lua.LState) {
 func tableUnpack(L *lua.LState) int {
 	const fname = "unpack"
 	t := L.Get(1)
+	if _, ok := t.(*lua.LTable); !ok && L.GetMetatable(t) == lua.LNil {
+		typeError(L, 1, fname, "table")
+	}
 	i := optInteger(L, 2, fname, 1)
 	var j int64
 	if L.Get(3) == lua.LNil {

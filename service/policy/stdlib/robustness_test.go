@@ -15,7 +15,7 @@ import (
 
 // installed lists every function Open provides, by the expression that reaches it.
 var installed = []string{
-	"string.format", "string.rep", "string.gsub", "string.gmatch", "table.concat",
+	"string.format", "string.rep", "string.find", "string.match", "string.gsub", "string.gmatch", "table.concat",
 	"table.unpack", "table.move", "math.type", "math.tointeger",
 	"utf8.char", "utf8.codepoint", "utf8.len", "utf8.offset", "utf8.codes",
 	"kumo.string.replace", "kumo.string.replacen", "kumo.string.split", "kumo.string.splitn",
@@ -40,14 +40,14 @@ func TestNoGoPanics(t *testing.T) {
 		  '', 'abc', 'a,b,,c', '\255\254', '%', '%d', '%5.2s', '%q', '(', '[a', '%1', '$1', '${n}',
 		  '\195\164\226\130\172', string.rep('ab', 100), '[1,{"a":null}]', '{"a":',
 		  {}, {1, 2, 3}, {a = 1}, setmetatable({}, {__index = function() return 'x' end}),
-		  print, re,
+		  print, re, '%b', '%f', '%fx', '[^', '%g', '%z', '()', '%0',
 		}
 	`); err != nil {
 		t.Fatal(err)
 	}
 	args := L.GetGlobal("args").(*lua.LTable)
 	var vals []lua.LValue
-	for i := 1; i <= 40; i++ {
+	for i := 1; i <= args.MaxN(); i++ {
 		vals = append(vals, args.RawGetInt(i))
 	}
 	re := L.GetGlobal("re")

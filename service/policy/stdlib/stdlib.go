@@ -32,18 +32,22 @@ const ctxCheckEvery = 4096
 // lib carries the limits into the Go builtins installed by Open.
 type lib struct {
 	max int
+	// check reports the state's context error; pattern matching polls it because the
+	// VM checks the context only between instructions.
+	check func() error
 }
 
 // Open installs everything into L. The engine has already opened base, table, string, math and coroutine
 // libs with lua.Open* (SkipOpenLibs then selective opening) and has created the global `kumo` table, passed here.
 func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
-	b := &lib{max: lim.MaxStringBytes}
+	b := &lib{max: lim.MaxStringBytes, check: func() error { return ctxErr(L) }}
 	if b.max <= 0 {
 		b.max = defaultMaxStringBytes
 	}
 	b.openLua54(L)
 	b.openFormat(L)
 	b.openBounded(L)
+	b.openPatterns(L)
 	if kumo == nil {
 		kumo = L.NewTable()
 		L.SetGlobal("kumo", kumo)
@@ -112,9 +116,17 @@ func checkCtx(L *lua.LState, i int) {
 	if i%ctxCheckEvery != 0 {
 		return
 	}
-	if ctx := L.Context(); ctx != nil && ctx.Err() != nil {
-		raise(L, ctx.Err().Error())
+	if err := ctxErr(L); err != nil {
+		raise(L, err.Error())
 	}
+}
+
+// ctxErr is the error of L's context, nil while it is live or when L has none.
+func ctxErr(L *lua.LState) error {
+	if ctx := L.Context(); ctx != nil {
+		return ctx.Err()
+	}
+	return nil
 }
 
 // checkString accepts strings and numbers (converted like tostring), as luaL_checklstring does.
