@@ -18,9 +18,10 @@ serve:
 	go run ./cmd/rewrited serve
 
 # The whole suite: tools, proto lint and regeneration check, vet, unit and
-# integration tests with the race detector, and the end-to-end scripts (the
-# docker-compose one skips itself when no Docker engine answers).
-test: tools lint proto-check vet unit e2e e2e-compose
+# integration tests with the race detector, every fuzz target briefly, and
+# the end-to-end scripts (the docker-compose one skips itself when no Docker
+# engine answers).
+test: tools lint proto-check vet unit fuzz-smoke e2e e2e-compose
 
 tools:
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
@@ -50,12 +51,7 @@ e2e:
 # docs/reliability.md to fuzz longer).
 FUZZTIME ?= 5s
 fuzz-smoke:
-	@set -e; list=$$(go test -list '^Fuzz' ./...); \
-	echo "$$list" | awk '/^Fuzz/ { t[n++] = $$0 } /^ok / { for (i = 0; i < n; i++) print $$2, t[i]; n = 0 }' | \
-	while read -r pkg target; do \
-		echo "fuzz $$pkg $$target"; \
-		go test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg; \
-	done
+	go run ./test/reliability/cmd/report -fuzz-only -fuzztime $(FUZZTIME)
 
 # Rerun the reliability suite and fuzzers and regenerate the tables in
 # docs/reliability.md.

@@ -106,12 +106,21 @@ func New(target string, opts ...Option) (*Client, error) {
 		c.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 			Name:        "rewrited",
 			MaxRequests: 1,
+			Interval:    breakerWindow,
 			Timeout:     cfg.breakerOpenFor,
-			ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= threshold },
+			ReadyToTrip: func(n gobreaker.Counts) bool { return fleetFailing(n, threshold) },
 			IsExcluded:  func(err error) bool { return errors.Is(err, errNotCounted) },
 		})
 	}
 	return c, nil
+}
+
+// fleetFailing reports whether the fleet as a whole is failing: threshold
+// failures in a row, and nine in ten calls of the window failed. The calls in
+// flight on one replica that dies fail in a row too, but among the successes
+// of the others, which keep the breaker closed.
+func fleetFailing(n gobreaker.Counts, threshold uint32) bool {
+	return n.ConsecutiveFailures >= threshold && uint64(n.TotalFailures)*10 >= uint64(n.Requests)*9
 }
 
 // listResolver serves a fixed address list; a fresh builder per Client

@@ -61,12 +61,17 @@
 // ("10.0.0.1:7070,10.0.0.2:7070") is served by a static resolver, for tests
 // and small fixed fleets.
 //
-// Connections send keepalive pings after 30s without activity while calls are
-// in flight (5s ack timeout, none when idle), compatible with rewrited's
-// enforcement policy (minimum ping interval 10s): a replica that vanishes
-// without closing its connections (a network partition) is dropped within
-// about 35s, its calls timing out until then. WithDialOptions can override
-// this and any other dial setting.
+// Connections send keepalive pings after 10s without activity while calls are
+// in flight (2s ack timeout, none when idle), compatible with rewrited's
+// enforcement policy (minimum ping interval 5s): a replica that stops
+// answering without closing its connections (paused, partitioned) is dropped
+// within about 12s, its calls timing out until then. WithDialOptions can
+// override this and any other dial setting.
+//
+// The breaker opens when the fleet as a whole fails: 5 failures in a row
+// (WithBreaker) and nine in ten calls of the last second. One replica dying
+// out of several fails only its calls in flight, and the others' successes
+// keep the breaker closed.
 //
 // # Security
 //

@@ -14,12 +14,18 @@ const (
 	DefaultBreakerThreshold = 5
 	DefaultBreakerOpenFor   = time.Second
 
-	// Client keepalive: ping after 30s without reads while calls are in
-	// flight, give up 5s later. rewrited enforces a minimum ping interval
-	// of 10s (keepalive.EnforcementPolicy{MinTime: 10s}); pinging more often
-	// would make it close the connection with ENHANCE_YOUR_CALM.
-	keepaliveTime    = 30 * time.Second
-	keepaliveTimeout = 5 * time.Second
+	// Client keepalive: ping after 10s without reads while calls are in
+	// flight and give up 2s later, so a replica that stops answering without
+	// closing its connections (paused, partitioned) leaves round_robin's
+	// rotation within about 12s. rewrited accepts pings every 5s or more
+	// (keepalive.EnforcementPolicy{MinTime: 5s}).
+	keepaliveTime    = 10 * time.Second
+	keepaliveTimeout = 2 * time.Second
+
+	// breakerWindow is how often the breaker forgets what it counted while
+	// closed: it opens on failures that dominate the last window, not on a
+	// burst from one replica out of several.
+	breakerWindow = time.Second
 
 	// round_robin spreads calls over every resolved address; grpc's default,
 	// pick_first, would send everything to one replica.

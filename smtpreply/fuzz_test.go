@@ -2,6 +2,7 @@ package smtpreply
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -98,8 +99,8 @@ func FuzzWire(f *testing.F) {
 		if code != fmt.Sprint(status) {
 			t.Fatalf("Wire(%d, %q) = %q: code %s", status, clean, wire, code)
 		}
-		if got := strings.Join(texts, "\n"); got != clean {
-			t.Fatalf("Wire(%d, %q) = %q carries %q", status, clean, wire, got)
+		if want := Lines(clean); !slices.Equal(texts, want) {
+			t.Fatalf("Wire(%d, %q) = %q carries the lines %q, want %q", status, clean, wire, texts, want)
 		}
 		for _, line := range strings.Split(wire, "\r\n") {
 			if len(line)+2 > MaxLineOctets {
@@ -118,7 +119,7 @@ func checkSanitized(t *testing.T, text, clean string) {
 	if again, err := Sanitize(clean); err != nil || again != clean {
 		t.Fatalf("Sanitize(%q) = %q, but Sanitize(%q) = %q, %v: not idempotent", text, clean, clean, again, err)
 	}
-	if got, want := Lines(clean), Lines(text); strings.Join(got, "\n") != strings.Join(want, "\n") || len(got) != len(want) {
+	if got, want := Lines(clean), Lines(text); !slices.Equal(got, want) {
 		t.Fatalf("Sanitize(%q) = %q changes the lines from %q to %q", text, clean, want, got)
 	}
 	for _, c := range []byte(clean) {

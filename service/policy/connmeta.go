@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"fmt"
+
 	lua "github.com/yuin/gopher-lua"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -13,17 +15,23 @@ import (
 type connMeta struct {
 	meta    Meta
 	updates map[string]any
+	sizes   map[string]int // encoded size of each update, to bound their sum
+	size    int
 }
+
+// maxMetaUpdateBytes bounds what one evaluation may store with set_meta:
+// the frontend sends its connection's metadata with every later request.
+const maxMetaUpdateBytes = 64 << 10
 
 func (c *connMeta) reset(meta Meta) {
 	c.meta = meta
-	c.updates = nil
+	c.updates, c.sizes, c.size = nil, nil, 0
 }
 
 // take hands the updates of the call over to the caller.
 func (c *connMeta) take() map[string]any {
 	u := c.updates
-	c.meta, c.updates = nil, nil
+	c.meta, c.updates, c.sizes, c.size = nil, nil, nil, 0
 	return u
 }
 
@@ -75,14 +83,19 @@ func getMeta(L *lua.LState) int {
 func setMeta(L *lua.LState) int {
 	c := checkConnMeta(L)
 	name := L.CheckString(2)
-	v, err := stdlib.ToGo(L.Get(3))
+	v, size, err := stdlib.ToGoSize(L.Get(3))
 	if err != nil {
 		L.ArgError(3, "set_meta('"+name+"'): "+err.Error())
 	}
-	if c.updates == nil {
-		c.updates = make(map[string]any)
+	size += len(name)
+	if c.size-c.sizes[name]+size > maxMetaUpdateBytes {
+		L.ArgError(3, fmt.Sprintf("set_meta('%s'): the values set in one call would exceed %d bytes", name, maxMetaUpdateBytes))
 	}
-	c.updates[name] = v
+	if c.updates == nil {
+		c.updates, c.sizes = make(map[string]any), make(map[string]int)
+	}
+	c.size += size - c.sizes[name]
+	c.updates[name], c.sizes[name] = v, size
 	return 0
 }
 

@@ -27,6 +27,11 @@ func (p *Policy) decide(keep Decision, in Input, r raw) Decision {
 	if err != nil {
 		return fail(keep, rewritev1.Outcome_OUTCOME_INVALID_RESULT, err)
 	}
+	if status != in.Status && strings.TrimSpace(text) == "" {
+		// A new status on a reply without text would go out empty, which
+		// KumoMTA cannot write for 4xx/5xx either.
+		return fail(keep, rewritev1.Outcome_OUTCOME_INVALID_RESULT, fmt.Errorf("%w: %w: a new status needs text", ErrInvalid, smtpreply.ErrEmptyText))
+	}
 	d := keep
 	d.Outcome = rewritev1.Outcome_OUTCOME_UNCHANGED
 	if status != in.Status || text != in.Response {

@@ -2,11 +2,13 @@ package policy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	lua "github.com/yuin/gopher-lua"
 
@@ -195,24 +197,44 @@ func (s *state) commandValue(cmd *string) lua.LValue {
 	return s.lastCommandValue
 }
 
-// errorText is the message of a Lua error without its stack traceback; an
-// error raised with a non-string value is described by its type.
+// maxErrorText bounds an error message: it travels in every response that
+// keeps the original reply and in the logs.
+const maxErrorText = 1024
+
+// errorText is the message of a Lua error without its stack traceback, as
+// valid UTF-8 of at most maxErrorText bytes; an error raised with a table is
+// shown as JSON.
 func errorText(err error) string {
 	var apiErr *lua.ApiError
 	if !errors.As(err, &apiErr) || apiErr.Object == nil {
-		return err.Error()
+		return boundText(err.Error())
 	}
 	switch v := apiErr.Object.(type) {
 	case lua.LString:
-		return string(v)
+		return boundText(string(v))
 	case *lua.LNilType:
 		return "error(nil) raised"
 	default:
-		if s, err := stdlib.ToGo(v); err == nil {
-			return fmt.Sprintf("error raised with a %s value: %v", v.Type(), s)
+		text := fmt.Sprintf("error raised with a %s value", v.Type())
+		if goValue, err := stdlib.ToGo(v); err == nil {
+			if js, err := json.Marshal(goValue); err == nil {
+				text += ": " + string(js)
+			}
 		}
-		return fmt.Sprintf("error raised with a %s value", v.Type())
+		return boundText(text)
 	}
+}
+
+func boundText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= maxErrorText {
+		return s
+	}
+	cut := maxErrorText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 func (s *state) openKumo(kumo *lua.LTable) {

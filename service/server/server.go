@@ -90,10 +90,13 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 	unary = append(unary, limit(cfg.MaxRequestBytes, cfg.MaxConcurrent))
 	opts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(4 * cfg.MaxRequestBytes),
+		// A peer that opens streams and never reads their replies makes the
+		// server hold every reply; bound the streams per connection.
+		grpc.MaxConcurrentStreams(maxStreams(cfg.MaxConcurrent)),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             10 * time.Second,
+			MinTime:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
@@ -109,6 +112,13 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 	reflection.Register(s.GRPC)
 	s.SetServing(false)
 	return s
+}
+
+// maxStreams allows a connection a few times the calls the server admits
+// at once, so one client can still fill the server while queueing is left
+// to the client, within its deadline.
+func maxStreams(maxConcurrent int) uint32 {
+	return uint32(max(256, 4*maxConcurrent))
 }
 
 // SetServing sets the health of the rewrite service and the server as a whole.

@@ -91,12 +91,36 @@ func (e *convertError) Error() string {
 // An empty table whose metatable has __jsonarray = true (as the arrays made by FromGo
 // do) is an empty array.
 func ToGo(v lua.LValue) (any, error) {
+	out, _, err := ToGoSize(v)
+	return out, err
+}
+
+// MaxConvertBytes bounds what ToGo converts, measured roughly as JSON would
+// encode it: a table shared many times over is converted once per use, so
+// a few nested references could otherwise expand into gigabytes, in a Go
+// loop the evaluation budget cannot interrupt.
+const MaxConvertBytes = 1 << 20
+
+// ToGoSize is ToGo that also returns the approximate encoded size of the
+// value, for callers that bound a sum of values.
+func ToGoSize(v lua.LValue) (any, int, error) {
 	c := converter{visiting: map[*lua.LTable]bool{}}
-	return c.value(v, nil, 0)
+	out, err := c.value(v, nil, 0)
+	return out, c.size, err
 }
 
 type converter struct {
 	visiting map[*lua.LTable]bool
+	size     int
+}
+
+// charge counts n bytes of output against MaxConvertBytes.
+func (c *converter) charge(path *pathSeg, n int) error {
+	c.size += n
+	if c.size > MaxConvertBytes {
+		return c.fail(path, "value too large to serialise (more than %d bytes)", MaxConvertBytes)
+	}
+	return nil
 }
 
 func (c *converter) fail(path *pathSeg, format string, args ...any) error {
@@ -104,6 +128,13 @@ func (c *converter) fail(path *pathSeg, format string, args ...any) error {
 }
 
 func (c *converter) value(v lua.LValue, path *pathSeg, depth int) (any, error) {
+	n := 8
+	if str, ok := v.(lua.LString); ok {
+		n += len(str)
+	}
+	if err := c.charge(path, n); err != nil {
+		return nil, err
+	}
 	switch x := v.(type) {
 	case *lua.LNilType:
 		return nil, nil

@@ -1,0 +1,144 @@
+// Package reliability_test runs real rewrited processes on 127.0.0.1 through
+// overload, fleet faults and misbehaving peers, and counts every decision.
+package reliability_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rewrited/rewrited/client"
+	"github.com/rewrited/rewrited/test/reliability/load"
+)
+
+// budget is the per-call budget of every client here (the client default);
+// slack is what 2 shared cores may add to it before a call counts as late.
+const (
+	budget = 100 * time.Millisecond
+	slack  = 50 * time.Millisecond
+)
+
+// soak returns long when RELIABILITY_LONG=1 asks for the soak versions of
+// the tests, short otherwise.
+func soak(short, long time.Duration) time.Duration {
+	if os.Getenv("RELIABILITY_LONG") == "1" {
+		return long
+	}
+	return short
+}
+
+// rewriteDATA is the example policy: it rewrites the successful DATA reply.
+const rewriteDATA = `
+kumo.on('smtp_server_rewrite_response', function(status, response, command, conn_meta)
+  if command == 'DATA' and status == 250 then
+    return 250, 'super fantastic!\n' .. response
+  end
+end)
+`
+
+// writePolicy writes src as dir/name atomically, as an editor or a
+// ConfigMap update would, so a watcher never reads half a file.
+func writePolicy(t testing.TB, dir, name, src string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var (
+	loadgenOnce sync.Once
+	loadgenPath string
+	loadgenErr  error
+)
+
+// loadgen builds the load generator once per test process.
+func loadgen(t testing.TB) string {
+	t.Helper()
+	loadgenOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "rewrited-loadgen-")
+		if err != nil {
+			loadgenErr = err
+			return
+		}
+		loadgenPath = filepath.Join(dir, "loadgen")
+		out, err := exec.Command("go", "build", "-o", loadgenPath, "./cmd/loadgen").CombinedOutput()
+		if err != nil {
+			loadgenErr = fmt.Errorf("go build ./cmd/loadgen: %w\n%s", err, out)
+		}
+	})
+	if loadgenErr != nil {
+		t.Fatal(loadgenErr)
+	}
+	return loadgenPath
+}
+
+// runLoadgen starts the load generator against target; wait returns its
+// summary once it exits.
+func runLoadgen(t testing.TB, target string, args ...string) (wait func() load.Summary) {
+	t.Helper()
+	cmd := exec.Command(loadgen(t), append([]string{"-target", target}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return func() load.Summary {
+		t.Helper()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("loadgen: %v\n%s", err, stderr.String())
+		}
+		var s load.Summary
+		if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+			t.Fatalf("loadgen output %q: %v", stdout.String(), err)
+		}
+		return s
+	}
+}
+
+// newClient returns a client for target that the test closes.
+func newClient(t testing.TB, target string, opts ...client.Option) *client.Client {
+	t.Helper()
+	c, err := client.New(target, append([]client.Option{client.WithTimeout(budget)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// logSummary logs s under name.
+func logSummary(t testing.TB, name string, s load.Summary) {
+	t.Helper()
+	b, _ := json.Marshal(s)
+	t.Logf("%s: %s", name, b)
+}
+
+// warmUp calls c until it has answered 20 calls in a row, so that
+// connection setup on a busy machine is not counted as a fault.
+func warmUp(t testing.TB, c *client.Client) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for ok := 0; ok < 20; {
+		if time.Now().After(deadline) {
+			t.Fatal("the client got no 20 answers in a row within 10s")
+		}
+		if res := c.Rewrite(context.Background(), client.Reply{Status: 250, Text: "OK", Command: "DATA"}, nil); res.Err == nil {
+			ok++
+		} else {
+			ok = 0
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
