@@ -107,6 +107,9 @@ func TestBearerAndTLS(t *testing.T) {
 		opts     []Option
 		wantText string
 		wantErr  error
+		// A failed handshake is retried with backoff, so on a loaded machine
+		// the budget may run out first: either way the original is kept.
+		orTimeout bool
 	}{
 		{name: "mTLS with token", target: tlsSrv.addr,
 			opts: []Option{WithTLS(clientTLS), WithBearerToken("s3cret")}, wantText: "client frontend"},
@@ -116,15 +119,16 @@ func TestBearerAndTLS(t *testing.T) {
 			opts: []Option{WithTLS(clientTLS), WithBearerToken("nope")}, wantErr: ErrRPC},
 		{name: "untrusted server certificate", target: tlsSrv.addr,
 			opts:    []Option{WithTLS(&tls.Config{Certificates: []tls.Certificate{pki.client}, MinVersion: tls.VersionTLS12}), WithBearerToken("s3cret")},
-			wantErr: ErrRPC},
+			wantErr: ErrRPC, orTimeout: true},
 		{name: "plaintext to a TLS server", target: tlsSrv.addr,
-			opts: []Option{WithBearerToken("s3cret"), WithInsecureBearer()}, wantErr: ErrRPC},
+			opts: []Option{WithBearerToken("s3cret"), WithInsecureBearer()}, wantErr: ErrRPC, orTimeout: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClient(t, tc.target, append(tc.opts, WithTimeout(time.Second))...)
 			res := c.Rewrite(context.Background(), dataReply, nil)
 			if tc.wantErr != nil {
-				if !errors.Is(res.Err, tc.wantErr) || res.Reply != dataReply {
+				matched := errors.Is(res.Err, tc.wantErr) || tc.orTimeout && errors.Is(res.Err, ErrTimeout)
+				if !matched || res.Reply != dataReply {
 					t.Errorf("res = %+v, want original with %v", res, tc.wantErr)
 				}
 				return
