@@ -95,11 +95,15 @@ func ToGo(v lua.LValue) (any, error) {
 	return out, err
 }
 
-// MaxConvertBytes bounds what ToGo converts, measured roughly as JSON would
-// encode it: a table shared many times over is converted once per use, so
-// a few nested references could otherwise expand into gigabytes, in a Go
-// loop the evaluation budget cannot interrupt.
-const MaxConvertBytes = 1 << 20
+// MaxConvertBytes and MaxConvertValues bound what ToGo converts, measured
+// roughly as JSON would encode it: a table shared many times over is
+// converted once per use, so a few nested references could otherwise expand
+// into gigabytes, in a Go loop the evaluation budget cannot interrupt. 32768
+// values convert in a few milliseconds.
+const (
+	MaxConvertBytes  = 1 << 20
+	MaxConvertValues = 1 << 15
+)
 
 // ToGoSize is ToGo that also returns the approximate encoded size of the
 // value, for callers that bound a sum of values.
@@ -112,13 +116,18 @@ func ToGoSize(v lua.LValue) (any, int, error) {
 type converter struct {
 	visiting map[*lua.LTable]bool
 	size     int
+	values   int
 }
 
-// charge counts n bytes of output against MaxConvertBytes.
+// charge counts one value of n bytes against the bounds.
 func (c *converter) charge(path *pathSeg, n int) error {
 	c.size += n
+	c.values++
 	if c.size > MaxConvertBytes {
 		return c.fail(path, "value too large to serialise (more than %d bytes)", MaxConvertBytes)
+	}
+	if c.values > MaxConvertValues {
+		return c.fail(path, "value too large to serialise (more than %d values)", MaxConvertValues)
 	}
 	return nil
 }
