@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -63,11 +64,19 @@ type Proc struct {
 	err    error
 }
 
+// TestEvalTimeout is the evaluation budget Start gives a server unless the
+// args set one: long enough that a loaded test machine never turns a
+// decision into a timeout, which would answer with the original reply.
+const TestEvalTimeout = "2s"
+
 // Start runs `rewrited serve --listen 127.0.0.1:0 --log-format json` with the
-// extra args, waits until it logs the address it serves on, and stops it
-// when the test ends.
+// extra args (and --eval-timeout TestEvalTimeout unless they set it), waits
+// until it logs the address it serves on, and stops it when the test ends.
 func Start(t testing.TB, args ...string) *Proc {
 	t.Helper()
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(strings.TrimLeft(a, "-"), "eval-timeout") }) {
+		args = append([]string{"--eval-timeout", TestEvalTimeout}, args...)
+	}
 	p, err := start(Binary(t), args)
 	if err != nil {
 		t.Fatal(err)

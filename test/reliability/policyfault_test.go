@@ -33,7 +33,7 @@ end)
 func TestPolicyFaultsEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	writePolicy(t, dir, "default.lua", faultyPolicy)
-	srv := rewritedtest.Start(t, "--policy-dir", dir)
+	srv := rewritedtest.Start(t, "--policy-dir", dir, "--eval-timeout", "20ms")
 	c := newClient(t, srv.Addr)
 	for _, tc := range []struct {
 		command, text, bug string
