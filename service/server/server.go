@@ -164,12 +164,14 @@ func (s *Server) Shutdown(ctx context.Context) {
 }
 
 // callLevel logs successful calls at debug level: at thousands of calls a
-// second, only failures belong in the default log.
+// second, only failures belong in the default log. Shed, cancelled and
+// timed-out calls come by the thousand under overload, when logging them
+// would add to the load: the gRPC metrics count them instead.
 func callLevel(code codes.Code) logging.Level {
 	switch code {
-	case codes.OK:
+	case codes.OK, codes.ResourceExhausted, codes.Canceled, codes.DeadlineExceeded:
 		return logging.LevelDebug
-	case codes.InvalidArgument, codes.NotFound, codes.Canceled, codes.Unauthenticated, codes.ResourceExhausted, codes.DeadlineExceeded:
+	case codes.InvalidArgument, codes.NotFound, codes.Unauthenticated:
 		return logging.LevelInfo
 	default:
 		return logging.LevelError

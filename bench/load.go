@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// callKind is one of the two calls measured against each other.
+type callKind int
+
+const (
+	rewriteCall callKind = iota // RewriteResponse with the example policy
+	healthCall                  // grpc.health.v1.Health/Check: the empty-call floor
+)
+
+func (k callKind) String() string {
+	if k == rewriteCall {
+		return "RewriteResponse"
+	}
+	return "Health.Check"
+}
+
+// caller issues one kind of call; it must be safe for concurrent use.
+type caller func(ctx context.Context) error
+
+// newCallers returns the two calls on one connection. The request messages
+// are built once and shared: marshalling a message is safe concurrently.
+func newCallers(conn *grpc.ClientConn) (map[callKind]caller, error) {
+	meta, err := structpb.NewStruct(map[string]any{
+		"received_from":      "192.0.2.10:52344",
+		"received_via":       "192.0.2.1:25",
+		"hostname":           "mx1.example.net",
+		"reception_protocol": "ESMTP",
+		"ehlo_domain":        "client.example.org",
+	})
+	if err != nil {
+		return nil, err
+	}
+	command := "DATA"
+	req := &rewritev1.RewriteResponseRequest{Status: 250, Response: "OK ids=8f2a61c04be94d7e", Command: &command, ConnMeta: meta}
+	want := "super fantastic!\n" + req.Response
+	rc := rewritev1.NewRewriteServiceClient(conn)
+	hreq := &healthpb.HealthCheckRequest{}
+	hc := healthpb.NewHealthClient(conn)
+	return map[callKind]caller{
+		rewriteCall: func(ctx context.Context) error {
+			resp, err := rc.RewriteResponse(ctx, req)
+			if err != nil {
+				return err
+			}
+			if !resp.GetRewritten() || resp.GetResponse() != want {
+				return fmt.Errorf("%w: %v", errFallback, resp)
+			}
+			return nil
+		},
+		healthCall: func(ctx context.Context) error {
+			resp, err := hc.Check(ctx, hreq)
+			if err != nil {
+				return err
+			}
+			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				return fmt.Errorf("health: %v", resp.GetStatus())
+			}
+			return nil
+		},
+	}, nil
+}
+
+// errFallback marks a rewrite call answered with the original reply (the
+// server's outcome says why, e.g. a timed-out evaluation): the call cost as
+// much as any other, so it counts, and the report shows how many there were.
+var errFallback = errors.New("answered with the original reply")
+
+// run is the outcome of one timed run.
+type run struct {
+	requests  int // calls answered, fallbacks included
+	fallbacks int
+	errors    int // calls that failed: the run measures nothing
+	firstErr  error
+	elapsed   time.Duration
+	lat       []time.Duration // sorted
+	// serverCPU is the server's CPU time during the run, and othersCPU the
+	// cores' worth of CPU that neither the server nor this generator used:
+	// other work on the machine, which makes the run noise.
+	serverCPU time.Duration
+	selfCPU   time.Duration // this generator's
+	othersCPU float64
+}
+
+func (r run) throughput() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+// cpuPerCall is the server's CPU time per call, in µs.
+func (r run) cpuPerCall() float64 { return perCall(r.serverCPU, r.requests) }
+
+// selfCPUPerCall is the generator's CPU time per call, in µs.
+func (r run) selfCPUPerCall() float64 { return perCall(r.selfCPU, r.requests) }
+
+func perCall(d time.Duration, calls int) float64 {
+	return float64(d) / float64(time.Microsecond) / float64(calls)
+}
+
+// quantile returns the q-quantile of the run's latencies (nearest rank).
+func (r run) quantile(q float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(r.lat))+0.5) - 1
+	return r.lat[min(max(i, 0), len(r.lat)-1)]
+}
+
+// load keeps inFlight calls outstanding until d has passed or maxRequests
+// calls were started, and records every call's latency.
+func load(call caller, inFlight int, d time.Duration, maxRequests int) run {
+	// One deadline for the whole run bounds a hung call without a timer
+	// per call.
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	var (
+		started  atomic.Int64
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		all      run
+		perCall  = make([][]time.Duration, inFlight)
+		errCount atomic.Int64
+		fallback atomic.Int64
+	)
+	begin := time.Now()
+	stop := begin.Add(d)
+	for w := range inFlight {
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, 1024)
+			for started.Add(1) <= int64(maxRequests) {
+				t0 := time.Now()
+				if t0.After(stop) {
+					break
+				}
+				err := call(ctx)
+				switch {
+				case errors.Is(err, errFallback):
+					if fallback.Add(1) == 1 {
+						fmt.Fprintln(os.Stderr, "first fallback of the run:", err)
+					}
+				case err != nil:
+					if errCount.Add(1) == 1 {
+						mu.Lock()
+						all.firstErr = err
+						mu.Unlock()
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			perCall[w] = lat
+		})
+	}
+	wg.Wait()
+	all.elapsed = time.Since(begin)
+	for _, lat := range perCall {
+		all.lat = append(all.lat, lat...)
+	}
+	slices.Sort(all.lat)
+	all.requests = len(all.lat)
+	all.errors = int(errCount.Load())
+	all.fallbacks = int(fallback.Load())
+	return all
+}

@@ -1,0 +1,454 @@
+// Command bench measures a real `rewrited serve` process over loopback:
+// RewriteResponse against the empty-call floor grpc.health.v1.Health/Check
+// on one connection (-mode compare), the server's memory under a steady
+// load (-mode memory), and a CPU profile of the server (-mode profile).
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type config struct {
+	mode        string
+	reps        int
+	duration    time.Duration
+	warmup      time.Duration
+	inFlight    []int
+	maxRequests int
+	serverProcs int
+	clientProcs int
+	out         string
+	binary      string
+	memDuration time.Duration
+	memInFlight int
+	pprofOut    string
+	serverEnv   []string
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if err := benchmark(cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load")
+	fs.IntVar(&cfg.reps, "reps", 5, "repetitions per call kind and concurrency (compare)")
+	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of one measured run (compare, and profile's profiled run)")
+	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured load before each concurrency level")
+	inFlight := fs.String("in-flight", "1,8,64", "comma-separated concurrency levels: calls kept in flight on the one connection (compare)")
+	fs.IntVar(&cfg.maxRequests, "max-requests", 5_000_000, "upper bound on the calls of one run, whatever its duration")
+	fs.IntVar(&cfg.serverProcs, "server-procs", 0, "GOMAXPROCS of the server (0: the Go default, all cores)")
+	fs.IntVar(&cfg.clientProcs, "client-procs", 0, "GOMAXPROCS of this load generator (0: the Go default, all cores)")
+	fs.StringVar(&cfg.out, "out", "", "also write the markdown report here (default bench/results/latest.md, memory.md or profile.md by mode; \"-\": stdout only)")
+	fs.StringVar(&cfg.binary, "rewrited", "", "rewrited binary to run (default: build ./cmd/rewrited)")
+	fs.DurationVar(&cfg.memDuration, "mem-duration", time.Minute, "length of the memory run, sampled every second")
+	fs.IntVar(&cfg.memInFlight, "mem-in-flight", 64, "calls in flight during the memory and profile runs")
+	serverEnv := fs.String("server-env", "", "comma-separated `VAR=value` settings added to the server's environment only, e.g. GOGC=200,GOMEMLIMIT=256MiB")
+	fs.StringVar(&cfg.pprofOut, "pprof", "bench/results/cpu.prof", "where profile mode keeps the raw CPU profile")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, f := range strings.Split(*inFlight, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return cfg, fmt.Errorf("-in-flight: %q is not a positive number", f)
+		}
+		cfg.inFlight = append(cfg.inFlight, n)
+	}
+	for _, kv := range strings.Split(*serverEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if !strings.Contains(kv, "=") {
+			return cfg, fmt.Errorf("-server-env: %q is not VAR=value", kv)
+		}
+		cfg.serverEnv = append(cfg.serverEnv, kv)
+	}
+	switch {
+	case cfg.reps < 1:
+		return cfg, errors.New("-reps must be at least 1")
+	case cfg.duration <= 0 || cfg.memDuration <= 0 || cfg.warmup < 0:
+		return cfg, errors.New("durations must be positive")
+	case cfg.maxRequests < 1 || cfg.memInFlight < 1:
+		return cfg, errors.New("-max-requests and -mem-in-flight must be positive")
+	}
+	if cfg.out == "" {
+		cfg.out = map[string]string{"compare": "latest.md", "memory": "memory.md", "profile": "profile.md"}[cfg.mode]
+		if cfg.out == "" {
+			return cfg, fmt.Errorf("-mode: %q is not compare, memory or profile", cfg.mode)
+		}
+		cfg.out = filepath.Join("bench", "results", cfg.out)
+	}
+	return cfg, nil
+}
+
+func benchmark(cfg config, stdout io.Writer) error {
+	if cfg.clientProcs > 0 {
+		runtime.GOMAXPROCS(cfg.clientProcs)
+	}
+	tmp, err := os.MkdirTemp("", "rewrited-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := cfg.binary
+	if bin == "" || cfg.mode == "profile" {
+		if bin, err = buildServer(tmp, cfg.mode == "profile"); err != nil {
+			return err
+		}
+	}
+	profile := ""
+	if cfg.mode == "profile" {
+		profile = filepath.Join(tmp, "cpu.pprof")
+	}
+	srv, err := startServer(bin, cfg.serverProcs, cfg.serverEnv, serverArgs(cfg), profile)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	conn, err := dial(srv.addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	calls, err := newCallers(conn)
+	if err != nil {
+		return err
+	}
+	var report bytes.Buffer
+	fmt.Fprintf(&report, "Command: `%s`\n\n", commandLine())
+	writeMachine(&report, cfg)
+	switch cfg.mode {
+	case "compare":
+		err = compare(cfg, srv, calls, &report)
+	case "memory":
+		err = memory(cfg, srv, calls, &report)
+	case "profile":
+		err = profileServer(cfg, srv, calls, &report)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := stdout.Write(report.Bytes()); err != nil {
+		return err
+	}
+	if cfg.out == "-" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(cfg.out, report.Bytes(), 0o644)
+}
+
+// serverArgs keeps the server's default admission cap (32 calls per
+// GOMAXPROCS) unless it is below the concurrency measured, which it would
+// then refuse.
+func serverArgs(cfg config) []string {
+	procs := cfg.serverProcs
+	if procs <= 0 {
+		procs = runtime.NumCPU()
+	}
+	need := max(slices.Max(cfg.inFlight), cfg.memInFlight)
+	if 32*procs < need {
+		return []string{"--max-concurrent", strconv.Itoa(need)}
+	}
+	return nil
+}
+
+func commandLine() string {
+	args := slices.Clone(os.Args[1:])
+	return strings.TrimSpace("go run ./bench " + strings.Join(args, " "))
+}
+
+func writeMachine(w io.Writer, cfg config) {
+	procs := func(n int) string {
+		if n <= 0 {
+			return "default (" + strconv.Itoa(runtime.NumCPU()) + ")"
+		}
+		return strconv.Itoa(n)
+	}
+	fmt.Fprintf(w, "Machine: %d CPUs, %s, Linux %s, %s. Taken %s.\n\n", runtime.NumCPU(), cpuModel(), kernel(), runtime.Version(), time.Now().UTC().Format(time.RFC3339))
+	env := ""
+	if len(cfg.serverEnv) > 0 {
+		env = " Server environment: " + strings.Join(cfg.serverEnv, " ") + "."
+	}
+	fmt.Fprintf(w, "GOMAXPROCS: server %s, load generator %s.%s Load average before: %s.\n\n", procs(cfg.serverProcs), procs(cfg.clientProcs), env, loadavg())
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.Lines(string(b)) {
+		if name, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), ":"))
+		}
+	}
+	return "unknown CPU"
+}
+
+func kernel() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}
+
+// loadavg is the 1, 5 and 15 minute load averages: other work on the
+// machine makes the figures noise.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// compare measures both calls at each concurrency, alternating RR, HC, RR,
+// HC... so that drift in the machine's load hits both alike.
+func compare(cfg config, srv *server, calls map[callKind]caller, w io.Writer) error {
+	fmt.Fprintf(w, "One connection over loopback; %d repetitions of %v per call and concurrency, in the order RewriteResponse, Health.Check, RewriteResponse, ...; %v warm-up of each call before each concurrency. Medians, (min–max) over the repetitions; a ratio is the median of the per-repetition ratios. Latencies in µs. Server CPU and generator CPU: each process's user+system time per call, in µs; on a small machine they share the cores, so the generator's cost limits the throughput too. Others: the cores' worth of CPU used by neither the server nor the generator during the runs, i.e. other work on the machine (noise when well above 0). Fallbacks: rewrite calls answered with the original reply (a timed-out evaluation), over all repetitions.\n\n", cfg.reps, cfg.duration, cfg.warmup)
+	fmt.Fprintln(w, "| in flight | call | req/s | p50 | p99 | p99.9 | server CPU/call | generator CPU/call | others | fallbacks |")
+	fmt.Fprintln(w, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	ratios := map[int][2]float64{}
+	for _, n := range cfg.inFlight {
+		for _, k := range []callKind{rewriteCall, healthCall} {
+			if r := load(calls[k], n, cfg.warmup, cfg.maxRequests); r.errors > 0 {
+				return fmt.Errorf("warm-up of %v: %d calls failed: %w", k, r.errors, r.firstErr)
+			}
+		}
+		runs := map[callKind][]run{}
+		for rep := range cfg.reps {
+			for _, k := range []callKind{rewriteCall, healthCall} {
+				r, err := measured(srv, func() run { return load(calls[k], n, cfg.duration, cfg.maxRequests) })
+				if err != nil {
+					return fmt.Errorf("%v at %d in flight: %w", k, n, err)
+				}
+				fmt.Fprintf(os.Stderr, "in flight %d, rep %d, %v: %.0f req/s, p99 %v, %d fallbacks, others' CPU %.2f cores\n", n, rep+1, k, r.throughput(), r.quantile(0.99), r.fallbacks, r.othersCPU)
+				runs[k] = append(runs[k], r)
+			}
+		}
+		for _, k := range []callKind{rewriteCall, healthCall} {
+			rs := runs[k]
+			fmt.Fprintf(w, "| %d | %v | %s | %s | %s | %s | %s | %s | %s | %d |\n", n, k,
+				spread(rs, func(r run) float64 { return r.throughput() }, "%.0f"),
+				spread(rs, latency(0.50), "%.0f"), spread(rs, latency(0.99), "%.0f"), spread(rs, latency(0.999), "%.0f"),
+				spread(rs, func(r run) float64 { return r.cpuPerCall() }, "%.1f"),
+				spread(rs, func(r run) float64 { return r.selfCPUPerCall() }, "%.1f"),
+				spread(rs, func(r run) float64 { return r.othersCPU }, "%.2f"),
+				sum(rs, func(r run) int { return r.fallbacks }))
+		}
+		pairs := make([][2]run, cfg.reps)
+		for i := range pairs {
+			pairs[i] = [2]run{runs[rewriteCall][i], runs[healthCall][i]}
+		}
+		ratio := func(f func(run) float64) func([2]run) float64 {
+			return func(p [2]run) float64 { return f(p[0]) / f(p[1]) }
+		}
+		tput, p99 := ratio(func(r run) float64 { return r.throughput() }), ratio(latency(0.99))
+		fmt.Fprintf(w, "| %d | **RR / HC** | **%s** | %s | **%s** | %s | %s | %s | | |\n", n,
+			spread(pairs, tput, "%.2f"), spread(pairs, ratio(latency(0.50)), "%.2f"),
+			spread(pairs, p99, "%.2f"), spread(pairs, ratio(latency(0.999)), "%.2f"),
+			spread(pairs, ratio(func(r run) float64 { return r.cpuPerCall() }), "%.2f"),
+			spread(pairs, ratio(func(r run) float64 { return r.selfCPUPerCall() }), "%.2f"))
+		ratios[n] = [2]float64{median(pairs, tput), median(pairs, p99)}
+	}
+	fmt.Fprintf(w, "\nLoad average after: %s.\n\n", loadavg())
+	writeTargets(w, ratios)
+	return nil
+}
+
+// writeTargets checks the ratios against the targets of the performance
+// issue: throughput ratio at least 0.95 at 8 and 64 in flight, p99 ratio at
+// most 1.10 at 64.
+func writeTargets(w io.Writer, ratios map[int][2]float64) {
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	for _, n := range []int{8, 64} {
+		if r, ok := ratios[n]; ok {
+			fmt.Fprintf(w, "- Throughput RR/HC at %d in flight ≥ 0.95: %.2f, %s.\n", n, r[0], verdict(r[0] >= 0.95))
+		}
+	}
+	if r, ok := ratios[64]; ok {
+		fmt.Fprintf(w, "- p99 RR/HC at 64 in flight ≤ 1.10: %.2f, %s.\n", r[1], verdict(r[1] <= 1.10))
+	}
+}
+
+// measured runs f and fills in the CPU figures of its run; a run in which
+// calls failed is an error, for its numbers would not measure the calls.
+func measured(srv *server, f func() run) (run, error) {
+	before, err := srv.cpuSnapshot()
+	if err != nil {
+		return run{}, err
+	}
+	r := f()
+	after, err := srv.cpuSnapshot()
+	if err != nil {
+		return run{}, err
+	}
+	if r.errors > 0 {
+		return r, fmt.Errorf("%d of %d calls failed: %w", r.errors, r.errors+r.requests, r.firstErr)
+	}
+	r.serverCPU = after.server - before.server
+	r.selfCPU = after.self - before.self
+	r.othersCPU = othersCPU(before, after, r.elapsed)
+	return r, nil
+}
+
+func sum[T any](xs []T, f func(T) int) int {
+	n := 0
+	for _, x := range xs {
+		n += f(x)
+	}
+	return n
+}
+
+func latency(q float64) func(run) float64 {
+	return func(r run) float64 { return float64(r.quantile(q)) / float64(time.Microsecond) }
+}
+
+func median[T any](xs []T, f func(T) float64) float64 {
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = f(x)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// spread formats the median and range of f over xs.
+func spread[T any](xs []T, f func(T) float64, format string) string {
+	lo, hi := f(xs[0]), f(xs[0])
+	for _, x := range xs[1:] {
+		lo, hi = min(lo, f(x)), max(hi, f(x))
+	}
+	m := median(xs, f)
+	if len(xs) == 1 {
+		return fmt.Sprintf(format, m)
+	}
+	return fmt.Sprintf(format+" ("+format+"–"+format+")", m, lo, hi)
+}
+
+// memory samples the server's RSS every second while it serves memInFlight
+// RewriteResponse calls at a time.
+func memory(cfg config, srv *server, calls map[callKind]caller, w io.Writer) error {
+	idle, err := srv.rssKiB()
+	if err != nil {
+		return err
+	}
+	if r := load(calls[rewriteCall], cfg.memInFlight, cfg.warmup, cfg.maxRequests); r.errors > 0 {
+		return fmt.Errorf("warm-up: %d calls failed: %w", r.errors, r.firstErr)
+	}
+	var (
+		r    run
+		rerr error
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r, rerr = measured(srv, func() run { return load(calls[rewriteCall], cfg.memInFlight, cfg.memDuration, cfg.maxRequests) })
+	}()
+	var samples []int64
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for finished := false; !finished; {
+		rss, err := srv.rssKiB()
+		if err != nil {
+			<-done
+			return err
+		}
+		samples = append(samples, rss)
+		select {
+		case <-done:
+			finished = true
+		case <-tick.C:
+		}
+	}
+	if rerr != nil {
+		return rerr
+	}
+	end, err := srv.rssKiB()
+	if err != nil {
+		return err
+	}
+	samples = append(samples, end)
+	mib := func(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
+	fmt.Fprintf(w, "RewriteResponse at %d in flight for %v after a %v warm-up: %d calls (%d fallbacks), %.0f req/s, others' CPU %.2f cores. Server VmRSS sampled every second (%d samples).\n\n", cfg.memInFlight, cfg.memDuration, cfg.warmup, r.requests, r.fallbacks, r.throughput(), r.othersCPU, len(samples))
+	fmt.Fprintln(w, "| idle | start | end | max | end − start |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|")
+	fmt.Fprintf(w, "| %s | %s | %s | %s | %+.1f MiB |\n\n", mib(idle), mib(samples[0]), mib(end), mib(slices.Max(samples)), float64(end-samples[0])/1024)
+	var series []string
+	for i := 0; i < len(samples); i += 5 {
+		series = append(series, fmt.Sprintf("%ds %.1f", i, float64(samples[i])/1024))
+	}
+	fmt.Fprintf(w, "Every 5 s (MiB): %s.\n\nLoad average after: %s.\n", strings.Join(series, ", "), loadavg())
+	return nil
+}
+
+// profileServer profiles the server while it serves memInFlight
+// RewriteResponse calls at a time for cfg.duration, and reports the top of
+// the profile.
+func profileServer(cfg config, srv *server, calls map[callKind]caller, w io.Writer) error {
+	if r := load(calls[rewriteCall], cfg.memInFlight, cfg.warmup, cfg.maxRequests); r.errors > 0 {
+		return fmt.Errorf("warm-up: %d calls failed: %w", r.errors, r.firstErr)
+	}
+	if err := srv.startProfile(); err != nil {
+		return err
+	}
+	r, err := measured(srv, func() run { return load(calls[rewriteCall], cfg.memInFlight, cfg.duration, cfg.maxRequests) })
+	if err := errors.Join(err, srv.stopProfile()); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.pprofOut), 0o755); err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(srv.profile)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(cfg.pprofOut, raw, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "CPU profile of `rewrited serve` (built with bench/profile_rewrited.go) over %v of RewriteResponse at %d in flight: %d calls (%d fallbacks), %.0f req/s, %.1f µs of server CPU per call, others' CPU %.2f cores. Raw profile: %s.\n\n",
+		cfg.duration, cfg.memInFlight, r.requests, r.fallbacks, r.throughput(), r.cpuPerCall(), r.othersCPU, cfg.pprofOut)
+	// Flat costs name the leaves; cumulative ones the layers that cause them.
+	for _, view := range [][]string{{"-top", "-nodecount=30"}, {"-top", "-cum", "-nodecount=45"}} {
+		args := append(append([]string{"tool", "pprof"}, view...), cfg.pprofOut)
+		out, err := exec.Command("go", args...).Output()
+		if err != nil {
+			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+		}
+		fmt.Fprintf(w, "`go %s`:\n\n```\n%s```\n\n", strings.Join(args, " "), out)
+	}
+	fmt.Fprintf(w, "Load average after: %s.\n", loadavg())
+	return nil
+}
