@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rewrited/rewrited/internal/rewritedtest"
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/smtpreply"
 )
@@ -211,7 +212,7 @@ func TestUnreachable(t *testing.T) {
 		wantErr error
 	}{
 		{name: "refused port", target: refusedAddr(t), wantErr: ErrRPC},
-		{name: "listener that never answers", target: silentListener(t), wantErr: ErrTimeout},
+		{name: "listener that never answers", target: rewritedtest.SilentListener(t), wantErr: ErrTimeout},
 		{name: "unresolvable name", target: "dns:///rewrited.invalid:7070", wantErr: ErrRPC},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,7 +233,7 @@ func TestUnreachable(t *testing.T) {
 
 func TestNewDoesNoIO(t *testing.T) {
 	start := time.Now()
-	c, err := New(silentListener(t), WithTimeout(time.Hour))
+	c, err := New(rewritedtest.SilentListener(t), WithTimeout(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +352,7 @@ func TestBreaker(t *testing.T) {
 		assertOpen(t, c, srv)
 	})
 	t.Run("opens on timeouts", func(t *testing.T) {
-		c := newClient(t, silentListener(t), WithTimeout(budget), WithBreaker(2, time.Hour))
+		c := newClient(t, rewritedtest.SilentListener(t), WithTimeout(budget), WithBreaker(2, time.Hour))
 		for i := 0; i < 2; i++ {
 			if res := c.Rewrite(context.Background(), dataReply, nil); !errors.Is(res.Err, ErrTimeout) {
 				t.Fatalf("call %d: %v", i, res.Err)

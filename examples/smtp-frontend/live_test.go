@@ -95,7 +95,7 @@ func TestOriginalReplyWhenRewritedIsDown(t *testing.T) {
 			return p.Addr, 10, p.Kill
 		}},
 		{"accepts and never answers", func(t *testing.T) (string, int, func()) {
-			return silentListener(t), -1, nil
+			return rewritedtest.SilentListener(t), -1, nil
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
