@@ -118,21 +118,9 @@ func (p *Policy) newState(first bool) (_ *state, _ []Warning, err error) {
 	return s, s.warnings, nil
 }
 
+// openLibs opens the standard libraries and removes what a policy must not reach.
 func openLibs(L *lua.LState) {
-	for _, lib := range []struct {
-		name string
-		open lua.LGFunction
-	}{
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-		{lua.StringLibName, lua.OpenString},
-		{lua.MathLibName, lua.OpenMath},
-		{lua.CoroutineLibName, lua.OpenCoroutine},
-	} {
-		L.Push(L.NewFunction(lib.open))
-		L.Push(lua.LString(lib.name))
-		L.Call(1, 0)
-	}
+	stdlib.OpenStandard(L)
 	for _, name := range removedGlobals {
 		L.SetGlobal(name, lua.LNil)
 	}

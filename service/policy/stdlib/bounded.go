@@ -53,12 +53,7 @@ func (b *lib) tableConcat(L *lua.LState) int {
 	}
 	sep := optString(L, 2, fname, "")
 	i := optInteger(L, 3, fname, 1)
-	var last int64
-	if L.Get(4) == lua.LNil {
-		last = int64(L.ObjLen(t))
-	} else {
-		last = checkInteger(L, 4, fname)
-	}
+	last := optEnd(L, 4, fname, t)
 	if i > last {
 		L.Push(lua.LString(""))
 		return 1

@@ -19,10 +19,10 @@ func (b *lib) openKumoString(L *lua.LState, kumo *lua.LTable) {
 	setFuncs(L, subModule(L, kumo, "string"), map[string]lua.LGFunction{
 		"replace":                b.kstrReplace,
 		"replacen":               b.kstrReplacen,
-		"split":                  b.kstrSplit,
-		"splitn":                 b.kstrSplitn,
-		"rsplit":                 b.kstrRsplit,
-		"rsplitn":                b.kstrRsplitn,
+		"split":                  splitFunc("kumo.string.split", false, splitN),
+		"splitn":                 splitFunc("kumo.string.splitn", true, splitN),
+		"rsplit":                 splitFunc("kumo.string.rsplit", false, rsplitN),
+		"rsplitn":                splitFunc("kumo.string.rsplitn", true, rsplitN),
 		"split_whitespace":       kstrSplitWhitespace,
 		"split_ascii_whitespace": kstrSplitASCIIWhitespace,
 		"starts_with":            kstrStartsWith,
@@ -220,38 +220,19 @@ func rsplitN(L *lua.LState, s, pat string, limit int) []string {
 	return append(out, s[:end])
 }
 
-func (b *lib) kstrSplit(L *lua.LState) int {
-	const fname = "kumo.string.split"
-	s := checkUTF8(L, 1, fname)
-	pat := checkUTF8(L, 2, fname)
-	pushList(L, splitN(L, s, pat, -1))
-	return 1
-}
-
-func (b *lib) kstrSplitn(L *lua.LState) int {
-	const fname = "kumo.string.splitn"
-	s := checkUTF8(L, 1, fname)
-	n := checkUsize(L, 2, fname)
-	pat := checkUTF8(L, 3, fname)
-	pushList(L, splitN(L, s, pat, n))
-	return 1
-}
-
-func (b *lib) kstrRsplit(L *lua.LState) int {
-	const fname = "kumo.string.rsplit"
-	s := checkUTF8(L, 1, fname)
-	pat := checkUTF8(L, 2, fname)
-	pushList(L, rsplitN(L, s, pat, -1))
-	return 1
-}
-
-func (b *lib) kstrRsplitn(L *lua.LState) int {
-	const fname = "kumo.string.rsplitn"
-	s := checkUTF8(L, 1, fname)
-	n := checkUsize(L, 2, fname)
-	pat := checkUTF8(L, 3, fname)
-	pushList(L, rsplitN(L, s, pat, n))
-	return 1
+// splitFunc builds kumo.string.split and its variants: (s, pat) when
+// limited is false, (s, n, pat) when it is true, as in KumoMTA.
+func splitFunc(fname string, limited bool, split func(L *lua.LState, s, pat string, limit int) []string) lua.LGFunction {
+	return func(L *lua.LState) int {
+		s := checkUTF8(L, 1, fname)
+		n, patArg := -1, 2
+		if limited {
+			n, patArg = checkUsize(L, 2, fname), 3
+		}
+		pat := checkUTF8(L, patArg, fname)
+		pushList(L, split(L, s, pat, n))
+		return 1
+	}
 }
 
 // kstrSplitWhitespace splits on Unicode White_Space like Rust's split_whitespace;

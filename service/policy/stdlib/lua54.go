@@ -56,12 +56,7 @@ func tableUnpack(L *lua.LState) int {
 		typeError(L, 1, fname, "table")
 	}
 	i := optInteger(L, 2, fname, 1)
-	var j int64
-	if L.Get(3) == lua.LNil {
-		j = int64(L.ObjLen(t))
-	} else {
-		j = checkInteger(L, 3, fname)
-	}
+	j := optEnd(L, 3, fname, t)
 	if i > j {
 		return 0
 	}
@@ -399,4 +394,13 @@ func utf8Codes(L *lua.LState) int {
 	L.Push(lua.LString(s))
 	L.Push(lua.LNumber(0))
 	return 3
+}
+
+// optEnd is argument n of a table function that ranges up to an index:
+// the given integer, or the length of t (honouring __len) when absent.
+func optEnd(L *lua.LState, n int, fname string, t lua.LValue) int64 {
+	if L.Get(n) == lua.LNil {
+		return int64(L.ObjLen(t))
+	}
+	return checkInteger(L, n, fname)
 }

@@ -37,8 +37,28 @@ type lib struct {
 	check func() error
 }
 
-// Open installs everything into L. The engine has already opened base, table, string, math and coroutine
-// libs with lua.Open* (SkipOpenLibs then selective opening) and has created the global `kumo` table, passed here.
+// OpenStandard opens the gopher-lua standard libraries a policy gets (base,
+// table, string, math, coroutine) in a state made with SkipOpenLibs; io, os,
+// debug, package and channel are left out. Open then builds on them.
+func OpenStandard(L *lua.LState) {
+	for _, lib := range []struct {
+		name string
+		open lua.LGFunction
+	}{
+		{lua.BaseLibName, lua.OpenBase},
+		{lua.TabLibName, lua.OpenTable},
+		{lua.StringLibName, lua.OpenString},
+		{lua.MathLibName, lua.OpenMath},
+		{lua.CoroutineLibName, lua.OpenCoroutine},
+	} {
+		L.Push(L.NewFunction(lib.open))
+		L.Push(lua.LString(lib.name))
+		L.Call(1, 0)
+	}
+}
+
+// Open installs everything into L, after OpenStandard, with kumo the
+// global `kumo` table the engine created.
 func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
 	b := &lib{max: lim.MaxStringBytes, check: func() error { return ctxErr(L) }}
 	if b.max <= 0 {

@@ -29,20 +29,7 @@ end
 func newState(tb testing.TB, lim Limits) *lua.LState {
 	tb.Helper()
 	L := lua.NewState(lua.Options{SkipOpenLibs: true})
-	for _, l := range []struct {
-		name string
-		fn   lua.LGFunction
-	}{
-		{lua.BaseLibName, lua.OpenBase},
-		{lua.TabLibName, lua.OpenTable},
-		{lua.StringLibName, lua.OpenString},
-		{lua.MathLibName, lua.OpenMath},
-		{lua.CoroutineLibName, lua.OpenCoroutine},
-	} {
-		L.Push(L.NewFunction(l.fn))
-		L.Push(lua.LString(l.name))
-		L.Call(1, 0)
-	}
+	OpenStandard(L)
 	kumo := L.NewTable()
 	L.SetGlobal("kumo", kumo)
 	Open(L, kumo, lim)
