@@ -199,7 +199,7 @@ func security(cfg serveConfig, logger *slog.Logger, sc *server.Config) (tlsFiles
 // observers fans a decision out to several observers.
 type observers []rewrite.Observer
 
-func (obs observers) Observe(ctx context.Context, p *policy.Policy, in policy.Input, d *policy.Decision, elapsed time.Duration) {
+func (obs observers) Observe(ctx context.Context, p *policy.Policy, in policy.Input, d policy.Decision, elapsed time.Duration) {
 	for _, o := range obs {
 		o.Observe(ctx, p, in, d, elapsed)
 	}

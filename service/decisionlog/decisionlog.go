@@ -33,7 +33,7 @@ func New(l *slog.Logger, sample, shadowSample float64) *Logger {
 }
 
 // Observe implements rewrite.Observer.
-func (l *Logger) Observe(ctx context.Context, p *policy.Policy, in policy.Input, d *policy.Decision, elapsed time.Duration) {
+func (l *Logger) Observe(ctx context.Context, p *policy.Policy, in policy.Input, d policy.Decision, elapsed time.Duration) {
 	msg, rate := "decision", l.sample
 	if d.Outcome == rewritev1.Outcome_OUTCOME_SHADOWED {
 		msg, rate = "shadow: would rewrite", l.shadowSample

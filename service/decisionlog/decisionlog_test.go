@@ -76,7 +76,7 @@ func TestObserveLogsSampledDecisionsWithoutSecrets(t *testing.T) {
 			cmd := tt.command
 			in := policy.Input{Status: 535, Response: "authentication failed", Command: &cmd}
 			d := p.Evaluate(context.Background(), in)
-			l.Observe(context.Background(), p, in, &d, 42*time.Microsecond)
+			l.Observe(context.Background(), p, in, d, 42*time.Microsecond)
 
 			if strings.Contains(buf.String(), secret) {
 				t.Fatalf("the log holds the secret: %s", buf.String())

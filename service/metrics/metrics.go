@@ -119,7 +119,7 @@ func (m *Metrics) PolicyLoaded(name string, err error) {
 }
 
 // Observe implements rewrite.Observer.
-func (m *Metrics) Observe(_ context.Context, p *policy.Policy, _ policy.Input, d *policy.Decision, elapsed time.Duration) {
+func (m *Metrics) Observe(_ context.Context, p *policy.Policy, _ policy.Input, d policy.Decision, elapsed time.Duration) {
 	pm := m.forPolicy(p.Name())
 	if o := int(d.Outcome); o >= 0 && o < len(pm.decisions) && pm.decisions[o] != nil {
 		pm.decisions[o].Inc()

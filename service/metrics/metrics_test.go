@@ -87,7 +87,7 @@ func TestObserveAndPolicies(t *testing.T) {
 	m.PolicyLoaded("a", errors.New("boom"))
 
 	for _, o := range []rewritev1.Outcome{rewritev1.Outcome_OUTCOME_REWRITTEN, rewritev1.Outcome_OUTCOME_REWRITTEN, rewritev1.Outcome_OUTCOME_PROTECTED, rewritev1.Outcome_OUTCOME_UNSPECIFIED} {
-		m.Observe(context.Background(), a, policy.Input{}, &policy.Decision{Outcome: o}, 30*time.Microsecond)
+		m.Observe(context.Background(), a, policy.Input{}, policy.Decision{Outcome: o}, 30*time.Microsecond)
 	}
 	got := strings.Join(samples(t, m, "rewrited_"), "\n")
 	for _, want := range []string{
@@ -128,7 +128,7 @@ func BenchmarkObserve(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	d := &policy.Decision{Outcome: rewritev1.Outcome_OUTCOME_REWRITTEN}
+	d := policy.Decision{Outcome: rewritev1.Outcome_OUTCOME_REWRITTEN}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

@@ -10,9 +10,10 @@ import (
 )
 
 // ServiceDesc registers a *Service as rewrite.v1.RewriteService. It is the
-// generated descriptor with one change: requests are decoded as
-// LazyRewriteRequest, which is wire-compatible but leaves conn_meta encoded.
-// Clients, grpcurl and reflection see the public rewrite.v1 API.
+// generated descriptor with one change: requests are decoded as a *Request,
+// which is wire-compatible but leaves conn_meta encoded; the server's codec
+// must be Codec. Clients, grpcurl and reflection see the public rewrite.v1
+// API.
 var ServiceDesc = func() grpc.ServiceDesc {
 	desc := rewritev1.RewriteService_ServiceDesc
 	desc.HandlerType = (*lazyServer)(nil)
@@ -30,15 +31,15 @@ type lazyServer interface {
 var rewriteInfo = &grpc.UnaryServerInfo{FullMethod: rewritev1.RewriteService_RewriteResponse_FullMethodName}
 
 func rewriteHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	in := new(wirev1.LazyRewriteRequest)
+	in := new(Request)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	s := srv.(lazyServer)
 	if interceptor == nil {
-		return s.Rewrite(ctx, in)
+		return s.Rewrite(ctx, &in.LazyRewriteRequest)
 	}
 	return interceptor(ctx, in, rewriteInfo, func(ctx context.Context, req any) (any, error) {
-		return s.Rewrite(ctx, req.(*wirev1.LazyRewriteRequest))
+		return s.Rewrite(ctx, &req.(*Request).LazyRewriteRequest)
 	})
 }

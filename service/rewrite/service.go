@@ -31,7 +31,7 @@ type Resolver interface {
 
 // Observer is told of every decision, for metrics and decision logs.
 type Observer interface {
-	Observe(ctx context.Context, p *policy.Policy, in policy.Input, d *policy.Decision, elapsed time.Duration)
+	Observe(ctx context.Context, p *policy.Policy, in policy.Input, d policy.Decision, elapsed time.Duration)
 }
 
 // Static serves a fixed set of policies.
@@ -118,7 +118,7 @@ func (s *Service) Rewrite(ctx context.Context, req *wirev1.LazyRewriteRequest) (
 	start := time.Now()
 	d := p.Evaluate(ctx, in)
 	if s.observer != nil {
-		s.observer.Observe(ctx, p, in, &d, time.Since(start))
+		s.observer.Observe(ctx, p, in, d, time.Since(start))
 	}
 	return s.response(p, &d), nil
 }

@@ -23,10 +23,8 @@ func limit(maxBytes, maxConcurrent int) grpc.UnaryServerInterceptor {
 		if !strings.HasPrefix(info.FullMethod, prefix) {
 			return handler(ctx, req)
 		}
-		if m, ok := req.(proto.Message); ok {
-			if n := proto.Size(m); n > maxBytes {
-				return nil, status.Errorf(codes.InvalidArgument, "request: %d bytes, the limit is %d", n, maxBytes)
-			}
+		if n := requestSize(req); n > maxBytes {
+			return nil, status.Errorf(codes.InvalidArgument, "request: %d bytes, the limit is %d", n, maxBytes)
 		}
 		if maxConcurrent > 0 {
 			if inFlight.Add(1) > int64(maxConcurrent) {
@@ -37,4 +35,16 @@ func limit(maxBytes, maxConcurrent int) grpc.UnaryServerInterceptor {
 		}
 		return handler(ctx, req)
 	}
+}
+
+// requestSize is the encoded size of a request: as decoded, when the codec
+// kept it, or computed.
+func requestSize(req any) int {
+	switch m := req.(type) {
+	case interface{ WireSize() int }:
+		return m.WireSize()
+	case proto.Message:
+		return proto.Size(m)
+	}
+	return 0
 }

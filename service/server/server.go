@@ -90,6 +90,7 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 	}
 	unary = append(unary, limit(cfg.MaxRequestBytes, cfg.MaxConcurrent))
 	opts := append([]grpc.ServerOption{
+		grpc.ForceServerCodecV2(rewrite.NewCodec()),
 		grpc.MaxRecvMsgSize(4 * cfg.MaxRequestBytes),
 		// A peer that opens streams and never reads their replies makes the
 		// server hold every reply; bound the streams per connection.
