@@ -34,6 +34,7 @@ type config struct {
 	memDuration time.Duration
 	memInFlight int
 	pprofOut    string
+	profileCall callKind
 	serverEnv   []string
 }
 
@@ -53,7 +54,7 @@ func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load")
-	fs.IntVar(&cfg.reps, "reps", 5, "repetitions per call kind and concurrency (compare)")
+	fs.IntVar(&cfg.reps, "reps", 7, "repetitions per call kind and concurrency (compare)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of one measured run (compare, and profile's profiled run)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured load before each concurrency level")
 	inFlight := fs.String("in-flight", "1,8,64", "comma-separated concurrency levels: calls kept in flight on the one connection (compare)")
@@ -66,11 +67,20 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.memInFlight, "mem-in-flight", 64, "calls in flight during the memory and profile runs")
 	serverEnv := fs.String("server-env", "", "comma-separated `VAR=value` settings added to the server's environment only, e.g. GOGC=200,GOMEMLIMIT=256MiB")
 	fs.StringVar(&cfg.pprofOut, "pprof", "bench/results/cpu.prof", "where profile mode keeps the raw CPU profile")
+	profileCall := fs.String("profile-call", "rewrite", "the call profile mode drives: rewrite (RewriteResponse) or health (Health.Check, the floor to compare a profile with)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	switch *profileCall {
+	case "rewrite":
+		cfg.profileCall = rewriteCall
+	case "health":
+		cfg.profileCall = healthCall
+	default:
+		return cfg, fmt.Errorf("-profile-call: %q is not rewrite or health", *profileCall)
 	}
 	for _, f := range strings.Split(*inFlight, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -414,17 +424,18 @@ func memory(cfg config, srv *server, calls map[callKind]caller, w io.Writer) err
 	return nil
 }
 
-// profileServer profiles the server while it serves memInFlight
-// RewriteResponse calls at a time for cfg.duration, and reports the top of
-// the profile.
+// profileServer profiles the server while it serves memInFlight calls of
+// cfg.profileCall at a time for cfg.duration, and reports the top of the
+// profile.
 func profileServer(cfg config, srv *server, calls map[callKind]caller, w io.Writer) error {
-	if r := load(calls[rewriteCall], cfg.memInFlight, cfg.warmup, cfg.maxRequests); r.errors > 0 {
+	call := calls[cfg.profileCall]
+	if r := load(call, cfg.memInFlight, cfg.warmup, cfg.maxRequests); r.errors > 0 {
 		return fmt.Errorf("warm-up: %d calls failed: %w", r.errors, r.firstErr)
 	}
 	if err := srv.startProfile(); err != nil {
 		return err
 	}
-	r, err := measured(srv, func() run { return load(calls[rewriteCall], cfg.memInFlight, cfg.duration, cfg.maxRequests) })
+	r, err := measured(srv, func() run { return load(call, cfg.memInFlight, cfg.duration, cfg.maxRequests) })
 	if err := errors.Join(err, srv.stopProfile()); err != nil {
 		return err
 	}
@@ -438,8 +449,19 @@ func profileServer(cfg config, srv *server, calls map[callKind]caller, w io.Writ
 	if err := os.WriteFile(cfg.pprofOut, raw, 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "CPU profile of `rewrited serve` (built with bench/profile_rewrited.go) over %v of RewriteResponse at %d in flight: %d calls (%d fallbacks), %.0f req/s, %.1f µs of server CPU per call, others' CPU %.2f cores. Raw profile: %s.\n\n",
-		cfg.duration, cfg.memInFlight, r.requests, r.fallbacks, r.throughput(), r.cpuPerCall(), r.othersCPU, cfg.pprofOut)
+	allocs := map[string]string{}
+	for _, suffix := range []string{".allocs-start", ".allocs-end"} {
+		raw, err := os.ReadFile(srv.profile + suffix)
+		if err != nil {
+			return err
+		}
+		allocs[suffix] = cfg.pprofOut + suffix
+		if err := os.WriteFile(allocs[suffix], raw, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "CPU profile of `rewrited serve` (built with bench/profile_rewrited.go) over %v of %v at %d in flight: %d calls (%d fallbacks), %.0f req/s, %.1f µs of server CPU per call, others' CPU %.2f cores. Raw profile: %s.\n\n",
+		cfg.duration, cfg.profileCall, cfg.memInFlight, r.requests, r.fallbacks, r.throughput(), r.cpuPerCall(), r.othersCPU, cfg.pprofOut)
 	// Flat costs name the leaves; cumulative ones the layers that cause them.
 	for _, view := range [][]string{{"-top", "-nodecount=30"}, {"-top", "-cum", "-nodecount=45"}} {
 		args := append(append([]string{"tool", "pprof"}, view...), cfg.pprofOut)
@@ -448,6 +470,16 @@ func profileServer(cfg config, srv *server, calls map[callKind]caller, w io.Writ
 			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
 		}
 		fmt.Fprintf(w, "`go %s`:\n\n```\n%s```\n\n", strings.Join(args, " "), out)
+	}
+	// Allocations drive the collector's cost; the difference of the two
+	// allocation profiles is the profiled run's.
+	for _, index := range []string{"alloc_objects", "alloc_space"} {
+		args := []string{"tool", "pprof", "-top", "-nodecount=25", "-sample_index=" + index, "-base", allocs[".allocs-start"], allocs[".allocs-end"]}
+		out, err := exec.Command("go", args...).Output()
+		if err != nil {
+			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+		}
+		fmt.Fprintf(w, "`go %s` (%d calls):\n\n```\n%s```\n\n", strings.Join(args, " "), r.requests, out)
 	}
 	fmt.Fprintf(w, "Load average after: %s.\n", loadavg())
 	return nil

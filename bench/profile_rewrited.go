@@ -3,11 +3,14 @@
 // This file is not part of the load generator: `go run ./bench -mode
 // profile` builds it into cmd/rewrited through -overlay, so the profile is
 // taken from the real `rewrited serve` binary. SIGUSR1 starts a CPU profile,
-// SIGUSR2 writes it to $REWRITED_BENCH_CPUPROFILE.
+// SIGUSR2 writes it to $REWRITED_BENCH_CPUPROFILE. Each signal also writes
+// the allocation profile, to PATH.allocs-start and PATH.allocs-end, so that
+// their difference is the allocations of the profiled run.
 
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -28,6 +31,7 @@ func init() {
 		for sig := range sigc {
 			switch sig {
 			case syscall.SIGUSR1:
+				writeAllocs(path + ".allocs-start")
 				var err error
 				if f, err = os.Create(tmp); err == nil {
 					err = pprof.StartCPUProfile(f)
@@ -40,6 +44,7 @@ func init() {
 				if f != nil {
 					f.Close()
 				}
+				writeAllocs(path + ".allocs-end")
 				// Renamed only once complete: the generator waits for path.
 				if err := os.Rename(tmp, path); err != nil {
 					fmt.Fprintln(os.Stderr, "cpu profile:", err)
@@ -47,4 +52,14 @@ func init() {
 			}
 		}
 	}()
+}
+
+func writeAllocs(path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = errors.Join(pprof.Lookup("allocs").WriteTo(f, 0), f.Close())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "allocation profile:", err)
+	}
 }
