@@ -216,6 +216,11 @@ func (p *Policy) Warm() error {
 // states are closed when they return.
 func (p *Policy) Close() {
 	p.closed.Store(true)
+	p.drain()
+}
+
+// drain closes the idle states.
+func (p *Policy) drain() {
 	for {
 		select {
 		case s := <-p.pool:
@@ -308,12 +313,14 @@ func (p *Policy) get() (*state, error) {
 
 // put returns s to the pool, or closes it when the pool is full or closed.
 func (p *Policy) put(s *state) bool {
-	if p.closed.Load() {
-		s.close()
-		return false
-	}
 	select {
 	case p.pool <- s:
+		// Checked after the send: Close sets closed before it drains, so
+		// either its drain or this one finds s.
+		if p.closed.Load() {
+			p.drain()
+			return false
+		}
 		return true
 	default:
 		s.close()

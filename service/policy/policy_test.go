@@ -271,6 +271,40 @@ func BenchmarkEvaluate(b *testing.B) {
 	}
 }
 
+// TestEvaluateAfterClose: a closed policy still answers, and keeps no idle
+// state afterwards (an idle state keeps the watchdog goroutine running).
+func TestEvaluateAfterClose(t *testing.T) {
+	p := compile(t, seed, policy.Options{})
+	p.Close()
+	for range 3 {
+		if d := p.Evaluate(context.Background(), dataInput()); !d.Rewritten {
+			t.Fatalf("decision after Close: %+v", d)
+		}
+	}
+	if idle := p.Stats().Idle; idle != 0 {
+		t.Fatalf("%d idle states in a closed policy", idle)
+	}
+}
+
+// BenchmarkEvaluateParallel evaluates from many goroutines at once, as the
+// server does with calls in flight: states go to and from the pool
+// concurrently.
+func BenchmarkEvaluateParallel(b *testing.B) {
+	meta, _ := policy.MetaFromMap(map[string]any{"hostname": "mx.example.com"})
+	in := policy.Input{Status: 250, Response: "OK ids=8f2a", Command: str("DATA"), Meta: meta}
+	p := compile(b, seed, policy.Options{})
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d := p.Evaluate(context.Background(), in); d.Err != nil {
+				b.Error(d.Err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkEvaluateEmptyHandler is the floor under every evaluation: taking
 // a state, calling a handler that does nothing, and returning the state.
 func BenchmarkEvaluateEmptyHandler(b *testing.B) {
