@@ -28,8 +28,8 @@ type Request struct {
 func (r *Request) WireSize() int { return r.size }
 
 // Codec is the server's codec: the proto codec, except that a *Request is
-// decoded straight from the wire in two allocations, where proto.Unmarshal
-// makes one per field. Register it with grpc.ForceServerCodecV2.
+// decoded straight from the wire in one or two allocations, where
+// proto.Unmarshal makes one per field. Register it with grpc.ForceServerCodecV2.
 type Codec struct{ encoding.CodecV2 }
 
 // NewCodec returns the server codec.
@@ -38,9 +38,22 @@ func NewCodec() Codec { return Codec{encoding.GetCodecV2(protoenc.Name)} }
 // Unmarshal implements encoding.CodecV2.
 func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if r, ok := v.(*Request); ok {
-		return r.unmarshal(data.Materialize())
+		return r.unmarshal(keep(data))
 	}
 	return c.CodecV2.Unmarshal(data, v)
+}
+
+// keep returns the bytes of data for the Request to keep. gRPC frees data
+// when Unmarshal returns, unless the codec took a reference; a SliceBuffer's
+// references are no-ops, as its memory never returns to a pool, so a small
+// message received in one piece is kept without a copy.
+func keep(data mem.BufferSlice) []byte {
+	if len(data) == 1 {
+		if b, ok := data[0].(mem.SliceBuffer); ok {
+			return b
+		}
+	}
+	return data.Materialize()
 }
 
 // Field numbers of rewrite.v1.RewriteResponseRequest, which

@@ -15,9 +15,18 @@ import (
 	"github.com/rewrited/rewrited/service/rewrite"
 )
 
-func decode(b []byte) (*rewrite.Request, error) {
-	r := new(rewrite.Request)
-	return r, rewrite.NewCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, r)
+// decode decodes b received in one piece, which the request keeps, and in
+// two pieces, which it copies, and checks that both read the same.
+func decode(t *testing.T, b []byte) (*rewrite.Request, error) {
+	t.Helper()
+	whole, split := new(rewrite.Request), new(rewrite.Request)
+	err := rewrite.NewCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, whole)
+	half := len(b) / 2
+	splitErr := rewrite.NewCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(b[:half]), mem.SliceBuffer(b[half:])}, split)
+	if (err == nil) != (splitErr == nil) || (err == nil && !proto.Equal(&whole.LazyRewriteRequest, &split.LazyRewriteRequest)) {
+		t.Fatalf("in one piece: %v (%v); in two: %v (%v)", &whole.LazyRewriteRequest, err, &split.LazyRewriteRequest, splitErr)
+	}
+	return whole, err
 }
 
 // sameAsProto checks the codec's reading of b against proto.Unmarshal's:
@@ -27,7 +36,7 @@ func sameAsProto(t *testing.T, b []byte) {
 	t.Helper()
 	var want wirev1.LazyRewriteRequest
 	wantErr := proto.Unmarshal(b, &want)
-	got, err := decode(b)
+	got, err := decode(t, b)
 	if (err != nil) != (wantErr != nil) {
 		t.Fatalf("codec error %v, proto.Unmarshal error %v", err, wantErr)
 	}
