@@ -1,9 +1,14 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
+	"math"
+	"unicode/utf8"
 
 	lua "github.com/yuin/gopher-lua"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/rewrited/rewrited/service/policy/stdlib"
@@ -70,12 +75,94 @@ func getMeta(L *lua.LState) int {
 		L.Push(stdlib.FromGo(L, v))
 		return 1
 	}
-	v, err := c.meta.Lookup(name)
+	v, err := c.meta.lookupLua(L, name)
 	if err != nil {
 		L.RaiseError("get_meta('%s'): %v", name, err)
 	}
-	L.Push(valueToLua(L, v))
+	L.Push(v)
 	return 1
+}
+
+// Field numbers of google.protobuf.Value's kinds.
+const (
+	valueNull   = 1
+	valueNumber = 2
+	valueString = 3
+	valueBool   = 4
+	valueStruct = 5
+	valueList   = 6
+)
+
+// lookupLua is Lookup converted by valueToLua. A scalar, which is what
+// connection metadata almost always holds, is read straight from the wire;
+// an object or a list goes through proto.Unmarshal. Either way the result
+// is what proto.Unmarshal would make of the value: the last kind wins,
+// strings must be UTF-8, unknown fields and fields of another wire type are
+// skipped.
+func (m Meta) lookupLua(L *lua.LState, name string) (lua.LValue, error) {
+	raw, ok, err := m.lookupEncoded(name)
+	if err != nil || !ok {
+		return lua.LNil, err
+	}
+	v, composite, err := scalarToLua(raw)
+	if err != nil {
+		return lua.LNil, fmt.Errorf("%w: key %q: %w", errMalformedMeta, name, err)
+	}
+	if !composite {
+		return v, nil
+	}
+	pv := new(structpb.Value)
+	if err := proto.Unmarshal(raw, pv); err != nil {
+		return lua.LNil, fmt.Errorf("%w: key %q: %w", errMalformedMeta, name, err)
+	}
+	return valueToLua(L, pv), nil
+}
+
+// scalarToLua decodes an encoded google.protobuf.Value holding a null, a
+// number, a string or a bool. composite reports a struct or list field,
+// which it leaves to proto.Unmarshal: it would validate such a field even
+// when a later kind replaces it.
+func scalarToLua(b []byte) (v lua.LValue, composite bool, err error) {
+	v = lua.LNil
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return lua.LNil, false, protowire.ParseError(n)
+		}
+		if num > protowire.MaxValidNumber {
+			return lua.LNil, false, fmt.Errorf("field number %d is out of range", num)
+		}
+		b = b[n:]
+		switch {
+		case num == valueNull && typ == protowire.VarintType:
+			_, n = protowire.ConsumeVarint(b)
+			v = lua.LNil
+		case num == valueNumber && typ == protowire.Fixed64Type:
+			var bits uint64
+			bits, n = protowire.ConsumeFixed64(b)
+			v = lua.LNumber(math.Float64frombits(bits))
+		case num == valueString && typ == protowire.BytesType:
+			var s []byte
+			s, n = protowire.ConsumeBytes(b)
+			if n >= 0 && !utf8.Valid(s) {
+				return lua.LNil, false, errors.New("string_value is not valid UTF-8")
+			}
+			v = lua.LString(s)
+		case num == valueBool && typ == protowire.VarintType:
+			var x uint64
+			x, n = protowire.ConsumeVarint(b)
+			v = lua.LBool(x != 0)
+		case (num == valueStruct || num == valueList) && typ == protowire.BytesType:
+			return lua.LNil, true, nil
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return lua.LNil, false, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return v, false, nil
 }
 
 // setMeta is conn_meta:set_meta(name, value); the value must be

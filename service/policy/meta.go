@@ -37,42 +37,46 @@ var errMalformedMeta = errors.New("conn_meta is not a well-formed google.protobu
 // Lookup returns the value stored under name, or nil when there is none. As
 // when protobuf decodes a map, the last entry for a key wins.
 func (m Meta) Lookup(name string) (*structpb.Value, error) {
-	var found []byte
-	ok := false
-	for b := []byte(m); len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, errMalformedMeta
-		}
-		b = b[n:]
-		if num != 1 || typ != protowire.BytesType { // Struct.fields is field 1
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return nil, errMalformedMeta
-			}
-			b = b[n:]
-			continue
-		}
-		entry, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, errMalformedMeta
-		}
-		b = b[n:]
-		key, value, err := mapEntry(entry)
-		if err != nil {
-			return nil, err
-		}
-		if string(key) == name {
-			found, ok = value, true
-		}
-	}
-	if !ok {
-		return nil, nil
+	found, ok, err := m.lookupEncoded(name)
+	if err != nil || !ok {
+		return nil, err
 	}
 	v := new(structpb.Value)
 	if err := proto.Unmarshal(found, v); err != nil {
 		return nil, fmt.Errorf("%w: key %q: %w", errMalformedMeta, name, err)
 	}
 	return v, nil
+}
+
+// lookupEncoded returns the encoded google.protobuf.Value stored under name.
+func (m Meta) lookupEncoded(name string) (found []byte, ok bool, err error) {
+	for b := []byte(m); len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, false, errMalformedMeta
+		}
+		b = b[n:]
+		if num != 1 || typ != protowire.BytesType { // Struct.fields is field 1
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return nil, false, errMalformedMeta
+			}
+			b = b[n:]
+			continue
+		}
+		entry, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return nil, false, errMalformedMeta
+		}
+		b = b[n:]
+		key, value, err := mapEntry(entry)
+		if err != nil {
+			return nil, false, err
+		}
+		if string(key) == name {
+			found, ok = value, true
+		}
+	}
+	return found, ok, nil
 }
 
 // mapEntry splits a map entry into its key (field 1) and encoded value

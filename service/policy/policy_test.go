@@ -305,6 +305,23 @@ func BenchmarkEvaluateParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkEvaluateWarmPool evaluates one call at a time with a full pool of
+// 64 idle states, as a server admitting 64 calls keeps: which state a call
+// gets decides whether its memory is still in cache.
+func BenchmarkEvaluateWarmPool(b *testing.B) {
+	p := compile(b, seed, policy.Options{PoolSize: 64})
+	if err := p.Warm(); err != nil {
+		b.Fatal(err)
+	}
+	in := dataInput()
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := p.Evaluate(context.Background(), in); d.Err != nil {
+			b.Fatal(d.Err)
+		}
+	}
+}
+
 // BenchmarkEvaluateEmptyHandler is the floor under every evaluation: taking
 // a state, calling a handler that does nothing, and returning the state.
 func BenchmarkEvaluateEmptyHandler(b *testing.B) {
