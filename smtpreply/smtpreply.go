@@ -72,6 +72,14 @@ func Sanitize(text string) (string, error) {
 	clean, ascii := true, true
 	lineStart, lineNo := 0, 1
 	for i := 0; i < len(text); i++ {
+		// Skip the run of printable ASCII, most of any reply, with one
+		// table lookup per byte.
+		for i < len(text) && plain[text[i]] {
+			i++
+		}
+		if i == len(text) {
+			break
+		}
 		c := text[i]
 		switch {
 		case c >= 0x80:
@@ -124,6 +132,15 @@ func normalize(text string) string {
 	}
 	return out
 }
+
+// plain marks the bytes Sanitize passes over: printable ASCII and TAB.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = true
+	}
+	t['\t'] = true
+	return t
+}()
 
 func checkLineLength(n, lineNo int) error {
 	if n > MaxTextLine {
