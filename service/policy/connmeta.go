@@ -8,7 +8,6 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/rewrited/rewrited/service/policy/stdlib"
@@ -106,14 +105,14 @@ func (m Meta) lookupLua(L *lua.LState, name string) (lua.LValue, error) {
 	}
 	v, composite, err := scalarToLua(raw)
 	if err != nil {
-		return lua.LNil, fmt.Errorf("%w: key %q: %w", errMalformedMeta, name, err)
+		return lua.LNil, malformed(name, err)
 	}
 	if !composite {
 		return v, nil
 	}
-	pv := new(structpb.Value)
-	if err := proto.Unmarshal(raw, pv); err != nil {
-		return lua.LNil, fmt.Errorf("%w: key %q: %w", errMalformedMeta, name, err)
+	pv, err := decodeValue(name, raw)
+	if err != nil {
+		return lua.LNil, err
 	}
 	return valueToLua(L, pv), nil
 }

@@ -41,11 +41,20 @@ func (m Meta) Lookup(name string) (*structpb.Value, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
+	return decodeValue(name, found)
+}
+
+// decodeValue decodes the encoded value of key name.
+func decodeValue(name string, b []byte) (*structpb.Value, error) {
 	v := new(structpb.Value)
-	if err := proto.Unmarshal(found, v); err != nil {
-		return nil, fmt.Errorf("%w: key %q: %w", errMalformedMeta, name, err)
+	if err := proto.Unmarshal(b, v); err != nil {
+		return nil, malformed(name, err)
 	}
 	return v, nil
+}
+
+func malformed(name string, err error) error {
+	return fmt.Errorf("%w: key %q: %w", errMalformedMeta, name, err)
 }
 
 // lookupEncoded returns the encoded google.protobuf.Value stored under name.
