@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // limit refuses rewrite calls past the size cap with InvalidArgument and
@@ -23,8 +22,10 @@ func limit(maxBytes, maxConcurrent int) grpc.UnaryServerInterceptor {
 		if !strings.HasPrefix(info.FullMethod, prefix) {
 			return handler(ctx, req)
 		}
-		if n := requestSize(req); n > maxBytes {
-			return nil, status.Errorf(codes.InvalidArgument, "request: %d bytes, the limit is %d", n, maxBytes)
+		// The rewrite service's requests carry the size they were decoded
+		// from (rewrite.Request).
+		if m, ok := req.(interface{ WireSize() int }); ok && m.WireSize() > maxBytes {
+			return nil, status.Errorf(codes.InvalidArgument, "request: %d bytes, the limit is %d", m.WireSize(), maxBytes)
 		}
 		if maxConcurrent > 0 {
 			if inFlight.Add(1) > int64(maxConcurrent) {
@@ -35,16 +36,4 @@ func limit(maxBytes, maxConcurrent int) grpc.UnaryServerInterceptor {
 		}
 		return handler(ctx, req)
 	}
-}
-
-// requestSize is the encoded size of a request: as decoded, when the codec
-// kept it, or computed.
-func requestSize(req any) int {
-	switch m := req.(type) {
-	case interface{ WireSize() int }:
-		return m.WireSize()
-	case proto.Message:
-		return proto.Size(m)
-	}
-	return 0
 }
