@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/mem"
 
 	"github.com/rewrited/rewrited/internal/rewritedtest"
 )
@@ -83,6 +86,41 @@ func TestFlags(t *testing.T) {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%q: accepted", args)
 		}
+	}
+}
+
+// TestAnswerComparesBytes checks that only a reply equal to the reference
+// answer is taken as it, whether it arrives in one buffer or several.
+func TestAnswerComparesBytes(t *testing.T) {
+	ref := []byte("\x08\xfa\x01\x12\x05hello")
+	codec := preEncoded{}
+	for _, tc := range []struct {
+		name string
+		data mem.BufferSlice
+		ref  []byte
+		same bool
+	}{
+		{"equal", mem.BufferSlice{mem.SliceBuffer(ref)}, ref, true},
+		{"equal, split", mem.BufferSlice{mem.SliceBuffer(ref[:3]), mem.SliceBuffer(ref[3:])}, ref, true},
+		{"other", mem.BufferSlice{mem.SliceBuffer(ref[:len(ref)-1])}, ref, false},
+		{"other, split", mem.BufferSlice{mem.SliceBuffer(ref[:3]), mem.SliceBuffer([]byte("\x00\x12"))}, ref, false},
+		{"no reference yet", mem.BufferSlice{mem.SliceBuffer(ref)}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &answer{ref: tc.ref}
+			if err := codec.Unmarshal(tc.data, a); err != nil {
+				t.Fatal(err)
+			}
+			if a.same != tc.same {
+				t.Errorf("same = %v, want %v", a.same, tc.same)
+			}
+			if !a.same && !bytes.Equal(a.raw, tc.data.Materialize()) {
+				t.Errorf("raw = %q, want the reply's bytes %q", a.raw, tc.data.Materialize())
+			}
+		})
+	}
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(ref)}, new(int)); err == nil {
+		t.Error("decoded into an *int")
 	}
 }
 

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -145,7 +146,9 @@ func benchmark(cfg config, stdout io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	calls, err := newCallers(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	calls, err := newCallers(ctx, conn)
+	cancel()
 	if err != nil {
 		return err
 	}
