@@ -163,6 +163,7 @@ func Version(src []byte) string {
 // usable policy.
 func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) {
 	opts = opts.withDefaults()
+	hot := hotStates(opts.PoolSize)
 	proto, err := compileChunk(file, src)
 	if err != nil {
 		return nil, nil, err
@@ -172,8 +173,8 @@ func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) 
 		file:    file,
 		version: Version(src),
 		proto:   proto,
-		hot:     make(chan *state, hotStates(opts.PoolSize)),
-		pool:    make(chan *state, opts.PoolSize-hotStates(opts.PoolSize)),
+		hot:     make(chan *state, hot),
+		pool:    make(chan *state, opts.PoolSize-hot),
 	}
 	first, warnings, err := p.newState(true)
 	if err != nil {
