@@ -11,10 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+	"golang.org/x/sys/cpu"
 
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 )
@@ -130,14 +132,16 @@ type Policy struct {
 	proto   *lua.FunctionProto
 
 	hasHandler bool
-	// Idle states: hot holds those most recently returned, about one per
-	// core, and pool the rest. A state from hot is likely still in the CPU
-	// caches; cycling FIFO through every idle state, as one channel does,
-	// hands each call the state touched longest ago, which the transport's
-	// work in between has evicted (Evaluate's share of a loaded server's CPU
-	// went from 7.4% to 4.7%, BENCHMARKS.md).
-	hot, pool chan *state
-	closed    atomic.Bool
+	// Idle states: near holds one per P (GOMAXPROCS), and pool the rest.
+	// An evaluation takes and returns the state of the P it runs on, which
+	// that P's core last touched and most likely still caches; a state
+	// handed from core to core, or cycled FIFO through a channel, arrives
+	// evicted by the transport's work in between (BENCHMARKS.md).
+	near   []nearSlot
+	procs  sync.Pool // *int: the index into near of the P that holds it
+	nextP  atomic.Uint32
+	pool   chan *state
+	closed atomic.Bool
 
 	created, misses, discarded atomic.Uint64
 }
@@ -163,7 +167,7 @@ func Version(src []byte) string {
 // usable policy.
 func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) {
 	opts = opts.withDefaults()
-	hot := hotStates(opts.PoolSize)
+	near := min(opts.PoolSize, runtime.GOMAXPROCS(0))
 	proto, err := compileChunk(file, src)
 	if err != nil {
 		return nil, nil, err
@@ -173,8 +177,12 @@ func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) 
 		file:    file,
 		version: Version(src),
 		proto:   proto,
-		hot:     make(chan *state, hot),
-		pool:    make(chan *state, opts.PoolSize-hot),
+		near:    make([]nearSlot, near),
+		pool:    make(chan *state, opts.PoolSize-near),
+	}
+	p.procs.New = func() any {
+		i := int(p.nextP.Add(1)-1) % len(p.near)
+		return &i
 	}
 	first, warnings, err := p.newState(true)
 	if err != nil {
@@ -184,17 +192,37 @@ func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) 
 	if !p.hasHandler {
 		warnings = append(warnings, Warning{File: file, Message: "no " + Event + " handler is registered: every reply passes unchanged"})
 	}
-	p.hot <- first
+	p.near[0].s.Store(first)
 	return p, warnings, nil
 }
 
-// hotStates is the capacity of the hot channel: evaluations do not block,
-// so about one runs per core at a time.
-func hotStates(poolSize int) int {
-	return min(poolSize, runtime.GOMAXPROCS(0))
+// nearSlot holds one P's idle state, alone on its cache line so that cores
+// taking and returning states do not contend for one line.
+type nearSlot struct {
+	s atomic.Pointer[state]
+	_ cpu.CacheLinePad
 }
 
-func (p *Policy) idle() int { return len(p.hot) + len(p.pool) }
+// mine returns the slot of the P the caller runs on. sync.Pool keeps an
+// item per P, so each P gets back its own index. A P idle across two GCs
+// loses its index and draws a new one, perhaps another P's: the two then
+// share a slot, which costs contention, not correctness.
+func (p *Policy) mine() *nearSlot {
+	i := p.procs.Get().(*int)
+	slot := &p.near[*i]
+	p.procs.Put(i)
+	return slot
+}
+
+func (p *Policy) idle() int {
+	n := len(p.pool)
+	for i := range p.near {
+		if p.near[i].s.Load() != nil {
+			n++
+		}
+	}
+	return n
+}
 
 // Version returns the digest of the policy's source.
 func (p *Policy) Version() string { return p.version }
@@ -237,10 +265,13 @@ func (p *Policy) Close() {
 
 // drain closes the idle states.
 func (p *Policy) drain() {
+	for i := range p.near {
+		if s := p.near[i].s.Swap(nil); s != nil {
+			s.close()
+		}
+	}
 	for {
 		select {
-		case s := <-p.hot:
-			s.close()
 		case s := <-p.pool:
 			s.close()
 		default:
@@ -318,11 +349,33 @@ func BreaksDataSemantics(in Input, status int) bool {
 	return in.Command != nil && *in.Command == "DATA" && in.Status/100 == 2 && status/100 != 2
 }
 
-func (p *Policy) get() (*state, error) {
+// putFar keeps s in another P's slot, else in the pool; it reports whether
+// there was room. The slots come first so that the states in use stay the
+// few used last even when two Ps share a slot.
+func (p *Policy) putFar(s *state) bool {
+	for i := range p.near {
+		if p.near[i].s.CompareAndSwap(nil, s) {
+			return true
+		}
+	}
 	select {
-	case s := <-p.hot:
-		return s, nil
+	case p.pool <- s:
+		return true
 	default:
+		return false
+	}
+}
+
+// get takes an idle state: this P's, else another P's, which another core
+// may still cache, else one from the pool, else a new one.
+func (p *Policy) get() (*state, error) {
+	if s := p.mine().s.Swap(nil); s != nil {
+		return s, nil
+	}
+	for i := range p.near {
+		if s := p.near[i].s.Swap(nil); s != nil {
+			return s, nil
+		}
 	}
 	select {
 	case s := <-p.pool:
@@ -334,18 +387,12 @@ func (p *Policy) get() (*state, error) {
 	return s, err
 }
 
-// put returns s to the idle states, hot first, or closes it when they are
-// full or the policy is closed.
+// put returns s to the idle states, this P's slot first, or closes it when
+// they are full or the policy is closed.
 func (p *Policy) put(s *state) bool {
-	select {
-	case p.hot <- s:
-	default:
-		select {
-		case p.pool <- s:
-		default:
-			s.close()
-			return false
-		}
+	if !p.mine().s.CompareAndSwap(nil, s) && !p.putFar(s) {
+		s.close()
+		return false
 	}
 	// Checked after the send: Close sets closed before it drains, so either
 	// its drain or this one finds s.
