@@ -133,10 +133,11 @@ type Policy struct {
 
 	hasHandler bool
 	// Idle states: near holds one per P (GOMAXPROCS), and pool the rest.
-	// An evaluation takes and returns the state of the P it runs on, which
-	// that P's core last touched and most likely still caches; a state
-	// handed from core to core, or cycled FIFO through a channel, arrives
-	// evicted by the transport's work in between (BENCHMARKS.md).
+	// An evaluation takes and returns its own P's state, so the cores share
+	// no lock on the way to a state (two Ps evaluating at once spent half
+	// their CPU on a channel's lock), and calls one after another reuse the
+	// state used last instead of cycling FIFO through every idle one, whose
+	// memory the transport's work has evicted (BENCHMARKS.md).
 	near   []nearSlot
 	procs  sync.Pool // *int: the index into near of the P that holds it
 	nextP  atomic.Uint32
@@ -394,8 +395,8 @@ func (p *Policy) put(s *state) bool {
 		s.close()
 		return false
 	}
-	// Checked after the send: Close sets closed before it drains, so either
-	// its drain or this one finds s.
+	// Checked after s is stored: Close sets closed before it drains, so
+	// either its drain or this one finds s.
 	if p.closed.Load() {
 		p.drain()
 		return false
