@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/rewrited/rewrited/internal/rewritedtest"
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 )
 
 // pki is a CA with a server certificate for 127.0.0.1 and a client
@@ -194,5 +195,33 @@ func TestServeSIGHUPReloadsCertificate(t *testing.T) {
 	})
 	if code, _ := callCodes(t, p.Addr, trusting(first), ""); code != codes.Unavailable {
 		t.Errorf("a client trusting only the first CA: %v", code)
+	}
+}
+
+// TestServeRefusesUnauthenticatedBeforeDecoding sends the quadratic-decode
+// attack's 320 KB request ten times without a token: each is refused
+// Unauthenticated, and the server spends far less CPU on all ten than the
+// one second a single decode of it used to take.
+func TestServeRefusesUnauthenticatedBeforeDecoding(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeFile(t, tokenFile, "s3cret-token\n")
+	p := rewritedtest.Start(t, "--auth-token-file", tokenFile)
+	conn := dial(t, p.Addr)
+	ctx := testCtx(t)
+	req := rewritedtest.Raw(rewritedtest.RepeatedConnMeta(80_000))
+	method := rewritev1.RewriteService_RewriteResponse_FullMethodName
+	before := p.CPUTime(t)
+	for range 10 {
+		if err := conn.Invoke(ctx, method, req, new(rewritev1.RewriteResponseResponse)); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("unauthenticated request: %v, want Unauthenticated", err)
+		}
+	}
+	if used := p.CPUTime(t) - before; used > time.Second {
+		t.Errorf("the server used %v of CPU to refuse ten unauthenticated requests", used)
+	}
+	var resp rewritev1.RewriteResponseResponse
+	err := conn.Invoke(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret-token"), method, req, &resp)
+	if err != nil || resp.Status != 250 {
+		t.Errorf("with the token: %v, %v", &resp, err)
 	}
 }

@@ -3,13 +3,14 @@ package rewrite
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"unicode/utf8"
 	"unsafe"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	protoenc "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	wirev1 "github.com/rewrited/rewrited/proto/rewrite/wire/v1"
@@ -22,25 +23,47 @@ type Request struct {
 	wirev1.LazyRewriteRequest
 	command string // backs LazyRewriteRequest.Command
 	size    int
+	err     error
 }
 
 // WireSize is the size of the request's encoding.
 func (r *Request) WireSize() int { return r.size }
 
+// Err is why the request could not be decoded, as an InvalidArgument
+// status, or nil.
+func (r *Request) Err() error { return r.err }
+
 // Codec is the server's codec: the proto codec, except that a *Request is
 // decoded straight from the wire in one or two allocations, where
 // proto.Unmarshal makes one per field. Register it with grpc.ForceServerCodecV2.
-type Codec struct{ encoding.CodecV2 }
+type Codec struct {
+	encoding.CodecV2
+	maxBytes int
+}
 
-// NewCodec returns the server codec.
-func NewCodec() Codec { return Codec{encoding.GetCodecV2(protoenc.Name)} }
+// NewCodec returns the server codec, which refuses a request of more than
+// maxBytes undecoded; zero means no limit.
+func NewCodec(maxBytes int) Codec {
+	return Codec{CodecV2: encoding.GetCodecV2(protoenc.Name), maxBytes: maxBytes}
+}
 
-// Unmarshal implements encoding.CodecV2.
+// Unmarshal implements encoding.CodecV2. A *Request too large or malformed
+// is not an error here, which gRPC would answer with Internal: the request
+// carries it in Err, for the service to answer InvalidArgument.
 func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if r, ok := v.(*Request); ok {
-		return r.unmarshal(keep(data))
+	r, ok := v.(*Request)
+	if !ok {
+		return c.CodecV2.Unmarshal(data, v)
 	}
-	return c.CodecV2.Unmarshal(data, v)
+	if n := data.Len(); c.maxBytes > 0 && n > c.maxBytes {
+		r.size = n
+		r.err = status.Errorf(codes.InvalidArgument, "request: %d bytes, the limit is %d", n, c.maxBytes)
+		return nil
+	}
+	if err := r.unmarshal(keep(data)); err != nil {
+		r.err = status.Error(codes.InvalidArgument, err.Error())
+	}
+	return nil
 }
 
 // keep returns the bytes of data for the Request to keep. gRPC frees data
@@ -71,8 +94,12 @@ const (
 // last of a repeated scalar wins, repeated conn_meta messages merge (their
 // encodings concatenate, and a key's last entry wins), unknown fields and
 // fields of an unexpected wire type are skipped, and strings must be UTF-8.
+// Repeated conn_meta fields are joined once at the end, so that decoding
+// stays linear in the size of the request.
 func (r *Request) unmarshal(b []byte) error {
 	r.size = len(b)
+	whole := b
+	metaFields, metaBytes := 0, 0
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -93,13 +120,9 @@ func (r *Request) unmarshal(b []byte) error {
 			r.command, n = consumeString(b)
 			r.Command = &r.command
 		case num == fieldConnMeta && typ == protowire.BytesType:
-			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			if r.ConnMeta == nil {
-				r.ConnMeta = v
-			} else {
-				r.ConnMeta = append(slices.Clip(r.ConnMeta), v...)
-			}
+			r.ConnMeta, n = protowire.ConsumeBytes(b)
+			metaFields++
+			metaBytes += len(r.ConnMeta)
 		case num == fieldPolicy && typ == protowire.BytesType:
 			r.Policy, n = consumeString(b)
 		default:
@@ -110,7 +133,30 @@ func (r *Request) unmarshal(b []byte) error {
 		}
 		b = b[n:]
 	}
+	if metaFields > 1 {
+		r.ConnMeta = joinConnMeta(whole, metaBytes)
+	}
 	return nil
+}
+
+// joinConnMeta concatenates the conn_meta fields of b, which unmarshal has
+// read without error, into one buffer of size bytes: concatenated encodings
+// merge as protobuf messages do.
+func joinConnMeta(b []byte, size int) []byte {
+	meta := make([]byte, 0, size)
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		b = b[n:]
+		if num == fieldConnMeta && typ == protowire.BytesType {
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			meta = append(meta, v...)
+		} else {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		b = b[n:]
+	}
+	return meta
 }
 
 // errInvalidUTF8 is consumeString's error code, beyond protowire's.

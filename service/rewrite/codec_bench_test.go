@@ -1,6 +1,7 @@
 package rewrite_test
 
 import (
+	"fmt"
 	"testing"
 
 	"google.golang.org/grpc/encoding"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/rewrited/rewrited/internal/rewritedtest"
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	wirev1 "github.com/rewrited/rewrited/proto/rewrite/wire/v1"
 	"github.com/rewrited/rewrited/service/rewrite"
@@ -36,7 +38,7 @@ func BenchmarkCodec(b *testing.B) {
 		msg   func() any
 	}{
 		{"proto", encoding.GetCodecV2(protoenc.Name), func() any { return new(wirev1.LazyRewriteRequest) }},
-		{"server", rewrite.NewCodec(), func() any { return new(rewrite.Request) }},
+		{"server", rewrite.NewCodec(0), func() any { return new(rewrite.Request) }},
 	} {
 		b.Run("decode/"+c.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -47,5 +49,25 @@ func BenchmarkCodec(b *testing.B) {
 			}
 		})
 
+	}
+}
+
+// BenchmarkCodecRepeatedConnMeta decodes the request of the quadratic-decode
+// attack at growing numbers of conn_meta fields: the time per field stays
+// flat when decoding is linear.
+func BenchmarkCodecRepeatedConnMeta(b *testing.B) {
+	codec := rewrite.NewCodec(0)
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		data := mem.BufferSlice{mem.SliceBuffer(rewritedtest.RepeatedConnMeta(n))}
+		b.Run(fmt.Sprintf("fields=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r := new(rewrite.Request)
+				if err := codec.Unmarshal(data, r); err != nil || r.Err() != nil {
+					b.Fatal(err, r.Err())
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/field")
+		})
 	}
 }

@@ -2,13 +2,17 @@ package rewrite_test
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/rewrited/rewrited/internal/rewritedtest"
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	wirev1 "github.com/rewrited/rewrited/proto/rewrite/wire/v1"
 	"github.com/rewrited/rewrited/service/policy"
@@ -20,9 +24,18 @@ import (
 func decode(t *testing.T, b []byte) (*rewrite.Request, error) {
 	t.Helper()
 	whole, split := new(rewrite.Request), new(rewrite.Request)
-	err := rewrite.NewCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, whole)
+	codec := rewrite.NewCodec(0)
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, whole); err != nil {
+		t.Fatalf("Unmarshal: %v; a request carries its error", err)
+	}
 	half := len(b) / 2
-	splitErr := rewrite.NewCodec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(b[:half]), mem.SliceBuffer(b[half:])}, split)
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b[:half]), mem.SliceBuffer(b[half:])}, split); err != nil {
+		t.Fatalf("Unmarshal in two pieces: %v; a request carries its error", err)
+	}
+	err, splitErr := whole.Err(), split.Err()
+	if err != nil && status.Code(err) != codes.InvalidArgument {
+		t.Errorf("decode error %v, want InvalidArgument", err)
+	}
 	if (err == nil) != (splitErr == nil) || (err == nil && !proto.Equal(&whole.LazyRewriteRequest, &split.LazyRewriteRequest)) {
 		t.Fatalf("in one piece: %v (%v); in two: %v (%v)", &whole.LazyRewriteRequest, err, &split.LazyRewriteRequest, splitErr)
 	}
@@ -112,6 +125,50 @@ func TestCodecReadsLikeProto(t *testing.T) {
 		{"end group without start", []byte{0x0c}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { sameAsProto(t, tc.b) })
+	}
+}
+
+func TestCodecJoinsRepeatedConnMetaOnce(t *testing.T) {
+	const n = 80_000
+	b := rewritedtest.RepeatedConnMeta(n)
+	got, err := decode(t, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := bytes.Repeat([]byte{0x0a, 0x00}, n); !bytes.Equal(got.ConnMeta, want) {
+		t.Errorf("conn_meta: %d bytes, want the %d bytes of the %d fields joined", len(got.ConnMeta), len(want), n)
+	}
+	if got.Status != 250 || got.Response != "OK" {
+		t.Errorf("status %d response %q", got.Status, got.Response)
+	}
+	codec, data := rewrite.NewCodec(0), mem.BufferSlice{mem.SliceBuffer(b)}
+	allocs := testing.AllocsPerRun(10, func() {
+		if err := codec.Unmarshal(data, new(rewrite.Request)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 2 {
+		t.Errorf("%v allocations to decode %d conn_meta fields, want the request and one joined buffer", allocs, n)
+	}
+}
+
+func TestCodecRefusesOversizedRequestUndecoded(t *testing.T) {
+	b := rewritedtest.RepeatedConnMeta(300)
+	codec := rewrite.NewCodec(len(b) - 1)
+	var r rewrite.Request
+	if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &r); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("request: %d bytes, the limit is %d", len(b), len(b)-1)
+	if status.Code(r.Err()) != codes.InvalidArgument || status.Convert(r.Err()).Message() != want {
+		t.Errorf("oversized request: %v, want InvalidArgument %q", r.Err(), want)
+	}
+	if r.Status != 0 || r.Response != "" || r.ConnMeta != nil || r.WireSize() != len(b) {
+		t.Errorf("oversized request was decoded: status %d, response %q, %d bytes of conn_meta, size %d", r.Status, r.Response, len(r.ConnMeta), r.WireSize())
+	}
+	r = rewrite.Request{}
+	if err := rewrite.NewCodec(len(b)).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &r); err != nil || r.Err() != nil || r.Status != 250 {
+		t.Errorf("request at the limit: %v, %v, status %d", err, r.Err(), r.Status)
 	}
 }
 

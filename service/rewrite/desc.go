@@ -37,9 +37,18 @@ func rewriteHandler(srv any, ctx context.Context, dec func(any) error, intercept
 	}
 	s := srv.(lazyServer)
 	if interceptor == nil {
-		return s.Rewrite(ctx, &in.LazyRewriteRequest)
+		return answer(ctx, s, in)
 	}
 	return interceptor(ctx, in, rewriteInfo, func(ctx context.Context, req any) (any, error) {
-		return s.Rewrite(ctx, &req.(*Request).LazyRewriteRequest)
+		return answer(ctx, s, req.(*Request))
 	})
+}
+
+// answer answers a request the codec could not decode with its error,
+// after the interceptors, so that the error is logged and counted.
+func answer(ctx context.Context, s lazyServer, req *Request) (any, error) {
+	if req.err != nil {
+		return nil, req.err
+	}
+	return s.Rewrite(ctx, &req.LazyRewriteRequest)
 }

@@ -10,22 +10,17 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// limit refuses rewrite calls past the size cap with InvalidArgument and
-// past maxConcurrent calls in flight with ResourceExhausted, at once: a call
-// that waited for a slot would answer after its caller's deadline, when the
-// caller has already sent the original reply. Health and reflection calls
-// are not limited.
-func limit(maxBytes, maxConcurrent int) grpc.UnaryServerInterceptor {
+// limit refuses rewrite calls past maxConcurrent calls in flight with
+// ResourceExhausted, at once: a call that waited for a slot would answer
+// after its caller's deadline, when the caller has already sent the
+// original reply. Health and reflection calls are not limited; the size cap
+// is the codec's (rewrite.NewCodec).
+func limit(maxConcurrent int) grpc.UnaryServerInterceptor {
 	prefix := "/" + ServiceName + "/"
 	var inFlight atomic.Int64
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if !strings.HasPrefix(info.FullMethod, prefix) {
 			return handler(ctx, req)
-		}
-		// The rewrite service's requests carry the size they were decoded
-		// from (rewrite.Request).
-		if m, ok := req.(interface{ WireSize() int }); ok && m.WireSize() > maxBytes {
-			return nil, status.Errorf(codes.InvalidArgument, "request: %d bytes, the limit is %d", m.WireSize(), maxBytes)
 		}
 		if maxConcurrent > 0 {
 			if inFlight.Add(1) > int64(maxConcurrent) {

@@ -31,6 +31,14 @@ var ServiceName = rewritev1.RewriteService_ServiceDesc.ServiceName
 // with InvalidArgument.
 const DefaultMaxRequestBytes = 1 << 20
 
+// MaxHeaderListBytes caps the headers of a call: a client sends a few
+// hundred bytes; a larger list is refused before any of it is kept.
+const MaxHeaderListBytes = 16 << 10
+
+// ConnectionTimeout bounds a new connection's handshake (TLS and HTTP/2
+// preface), so silent sockets do not hold file descriptors.
+const ConnectionTimeout = 5 * time.Second
+
 // Config configures a Server.
 type Config struct {
 	Logger *slog.Logger
@@ -42,15 +50,16 @@ type Config struct {
 	// refused with ResourceExhausted at once. Zero means no cap.
 	MaxConcurrent int
 	// Tokens, when set, are the bearer tokens every call but health checks
-	// must carry.
+	// must carry; a call without one is refused from its headers, before
+	// its request is read.
 	Tokens *Tokens
 	// MaxConnectionAge closes connections after this long (with a grace
 	// period), so round_robin clients spread onto replicas added since.
 	MaxConnectionAge time.Duration
 	// Unary interceptors run after recovery and logging, in order, and
-	// before the token check and the limits.
+	// before the limits.
 	Unary []grpc.UnaryServerInterceptor
-	// Stream interceptors run before the token check.
+	// Stream interceptors run in order.
 	Stream []grpc.StreamServerInterceptor
 	// Options are appended to the server's own.
 	Options []grpc.ServerOption
@@ -83,15 +92,19 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 			logging.WithLogOnEvents(logging.FinishCall),
 			logging.WithLevels(callLevel)),
 	}, cfg.Unary...)
-	stream := cfg.Stream
+	unary = append(unary, limit(cfg.MaxConcurrent))
+	var opts []grpc.ServerOption
 	if cfg.Tokens != nil {
-		unary = append(unary, cfg.Tokens.unaryInterceptor())
-		stream = append(stream, cfg.Tokens.streamInterceptor())
+		opts = append(opts, grpc.InTapHandle(cfg.Tokens.tap))
 	}
-	unary = append(unary, limit(cfg.MaxRequestBytes, cfg.MaxConcurrent))
-	opts := append([]grpc.ServerOption{
-		grpc.ForceServerCodecV2(rewrite.NewCodec()),
-		grpc.MaxRecvMsgSize(4 * cfg.MaxRequestBytes),
+	opts = append(opts,
+		grpc.ForceServerCodecV2(rewrite.NewCodec(cfg.MaxRequestBytes)),
+		grpc.MaxRecvMsgSize(4*cfg.MaxRequestBytes),
+		// Headers are held until the body comes, before any interceptor
+		// runs: bound their size, and the time a connection may take to
+		// complete its handshake.
+		grpc.MaxHeaderListSize(MaxHeaderListBytes),
+		grpc.ConnectionTimeout(ConnectionTimeout),
 		// A peer that opens streams and never reads their replies makes the
 		// server hold every reply; bound the streams per connection.
 		grpc.MaxConcurrentStreams(maxStreams(cfg.MaxConcurrent)),
@@ -100,7 +113,7 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 		// of the server's CPU at 64 calls in flight).
 		grpc.NumStreamWorkers(streamWorkers(cfg.MaxConcurrent)),
 		grpc.ChainUnaryInterceptor(unary...),
-		grpc.ChainStreamInterceptor(stream...),
+		grpc.ChainStreamInterceptor(cfg.Stream...),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             5 * time.Second,
 			PermitWithoutStream: true,
@@ -111,7 +124,8 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 			Time:                  time.Minute,
 			Timeout:               10 * time.Second,
 		}),
-	}, cfg.Options...)
+	)
+	opts = append(opts, cfg.Options...)
 	s := &Server{GRPC: grpc.NewServer(opts...), Health: health.NewServer(), logger: cfg.Logger}
 	s.GRPC.RegisterService(&rewrite.ServiceDesc, svc)
 	healthpb.RegisterHealthServer(s.GRPC, s.Health)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,10 +16,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/rewrited/rewrited/internal/rewritedtest"
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	wirev1 "github.com/rewrited/rewrited/proto/rewrite/wire/v1"
 	"github.com/rewrited/rewrited/service/policy"
@@ -229,12 +232,64 @@ func TestBearerToken(t *testing.T) {
 	}
 }
 
+// countingCodec is the server codec, counting the requests it decodes.
+type countingCodec struct {
+	rewrite.Codec
+	decoded atomic.Int64
+}
+
+func (c *countingCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	c.decoded.Add(1)
+	return c.Codec.Unmarshal(data, v)
+}
+
+// TestUnauthenticatedRequestIsNotDecoded sends the quadratic-decode attack's
+// request (80,000 repeated conn_meta fields, 320 KB): without a token it is
+// refused from its headers and never reaches the codec; with one it is
+// decoded once and answered.
+func TestUnauthenticatedRequestIsNotDecoded(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := LoadTokens(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec := &countingCodec{Codec: rewrite.NewCodec(DefaultMaxRequestBytes)}
+	_, conn := start(t, Config{Tokens: tokens, Options: []grpc.ServerOption{grpc.ForceServerCodecV2(codec)}})
+	ctx := testContext(t)
+	b := rewritedtest.RepeatedConnMeta(80_000)
+	method := rewritev1.RewriteService_RewriteResponse_FullMethodName
+	for _, auth := range []string{"", "Bearer wrong"} {
+		callCtx := ctx
+		if auth != "" {
+			callCtx = metadata.AppendToOutgoingContext(ctx, "authorization", auth)
+		}
+		err := conn.Invoke(callCtx, method, rewritedtest.Raw(b), new(rewritev1.RewriteResponseResponse))
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("authorization %q: %v, want Unauthenticated", auth, err)
+		}
+	}
+	if n := codec.decoded.Load(); n != 0 {
+		t.Errorf("the codec decoded %d unauthenticated requests", n)
+	}
+	var resp rewritev1.RewriteResponseResponse
+	err = conn.Invoke(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret"), method, rewritedtest.Raw(b), &resp)
+	if err != nil || resp.Status != 250 || resp.Response != "OK" {
+		t.Errorf("with the token: %v, %v", &resp, err)
+	}
+	if n := codec.decoded.Load(); n != 1 {
+		t.Errorf("the codec decoded %d requests, want the authenticated one", n)
+	}
+}
+
 // BenchmarkLimit is the per-call cost of the size and concurrency checks on
 // a typical request.
 func BenchmarkLimit(b *testing.B) {
 	cmd := "DATA"
 	req := &wirev1.LazyRewriteRequest{Status: 250, Response: "2.0.0 OK queued as 8f2a1c", Command: &cmd, ConnMeta: []byte(strings.Repeat("m", 200))}
-	intercept := limit(DefaultMaxRequestBytes, 64)
+	intercept := limit(64)
 	info := &grpc.UnaryServerInfo{FullMethod: rewritev1.RewriteService_RewriteResponse_FullMethodName}
 	handler := func(context.Context, any) (any, error) { return nil, nil }
 	ctx := context.Background()
