@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 
 	"github.com/rewrited/rewrited/examples/policies"
@@ -50,8 +51,13 @@ type serveConfig struct {
 	maxConcurrent    int
 	maxRequestBytes  int
 	maxConnectionAge time.Duration
+	maxConnections   int
 	drainTimeout     time.Duration
 }
+
+// defaultMaxConnections is far above what SMTP front-ends open (a few
+// connections each) and far below the file descriptors a process may hold.
+const defaultMaxConnections = 1024
 
 func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "gRPC listen `address`")
@@ -72,6 +78,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.maxConcurrent, "max-concurrent", defaultMaxConcurrent(), "rewrite calls in flight before further ones are refused with RESOURCE_EXHAUSTED, and Lua states kept warm per policy; 0: no cap (default: 8 per GOMAXPROCS)")
 	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request accepted; a larger one is refused with INVALID_ARGUMENT")
 	fs.DurationVar(&c.maxConnectionAge, "max-connection-age", 5*time.Minute, "close client connections after this long, so round_robin clients spread onto new replicas")
+	fs.IntVar(&c.maxConnections, "max-connections", defaultMaxConnections, "gRPC connections open at once; further ones wait in the listen backlog until one closes (0: no cap)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for in-flight calls")
 }
 
@@ -99,6 +106,8 @@ func (c *serveConfig) check() error {
 		return fmt.Errorf("--max-concurrent: %d is negative", c.maxConcurrent)
 	case c.maxRequestBytes <= 0 || c.maxRequestBytes > maxRequestBytesLimit:
 		return fmt.Errorf("--max-request-bytes: %d is not between 1 and %d", c.maxRequestBytes, maxRequestBytesLimit)
+	case c.maxConnections < 0:
+		return fmt.Errorf("--max-connections: %d is negative", c.maxConnections)
 	case c.maxConnectionAge <= 0:
 		return fmt.Errorf("--max-connection-age: %v is not positive", c.maxConnectionAge)
 	}
@@ -247,6 +256,9 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	lis, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
+	}
+	if cfg.maxConnections > 0 {
+		lis = netutil.LimitListener(lis, cfg.maxConnections)
 	}
 	metricsSrv, err := serveMetrics(cfg.metricsListen, m, logger)
 	if err != nil {

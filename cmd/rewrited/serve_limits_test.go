@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -9,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -134,7 +138,7 @@ func TestServeFlags(t *testing.T) {
 		t.Errorf("--help: exit %d", code)
 	}
 	for _, flag := range []string{"-listen", "-policy", "-policy-dir", "-shadow", "-shadow-log-sample", "-metrics-listen", "-log-format", "-log-level",
-		"-decision-log-sample", "-tls-cert", "-tls-key", "-tls-client-ca", "-auth-token-file", "-max-concurrent", "-max-request-bytes", "-max-connection-age", "-protect-data"} {
+		"-decision-log-sample", "-tls-cert", "-tls-key", "-tls-client-ca", "-auth-token-file", "-max-concurrent", "-max-request-bytes", "-max-connection-age", "-max-connections", "-protect-data"} {
 		if !strings.Contains(stderr, "\n  "+flag+" ") && !strings.Contains(stderr, "\n  "+flag+"\n") {
 			t.Errorf("--help does not list %s", flag)
 		}
@@ -149,6 +153,7 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"--tls-client-ca", "ca.pem"}, "--tls-client-ca needs --tls-cert and --tls-key"},
 		{[]string{"--max-concurrent", "-1"}, "--max-concurrent: -1 is negative"},
 		{[]string{"--max-request-bytes", "0"}, "--max-request-bytes: 0 is not between 1 and"},
+		{[]string{"--max-connections", "-1"}, "--max-connections: -1 is negative"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runArgs(t, append([]string{"serve"}, tt.args...)...)
@@ -159,5 +164,182 @@ func TestServeFlags(t *testing.T) {
 	code, _, stderr = runArgs(t, "serve", "--listen", "127.0.0.1:0", "--policy-dir", t.TempDir())
 	if code != 1 || !strings.Contains(stderr, "no policy file (NAME.lua) found") {
 		t.Errorf("empty --policy-dir: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// h2conn opens a raw HTTP/2 connection: the client preface and empty
+// SETTINGS are sent; every read and write fails after 20 s.
+func h2conn(t *testing.T, addr string) (net.Conn, *http2.Framer) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return c, fr
+}
+
+// writeHeaders opens stream id with the headers of a rewrite call plus
+// extra, split into frames of 16 KiB, and sends no body.
+func writeHeaders(t *testing.T, fr *http2.Framer, id uint32, extra ...hpack.HeaderField) error {
+	t.Helper()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	fields := append([]hpack.HeaderField{
+		{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"}, {Name: ":authority", Value: "rewrited"},
+		{Name: ":path", Value: rewritev1.RewriteService_RewriteResponse_FullMethodName},
+		{Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"},
+	}, extra...)
+	for _, f := range fields {
+		if err := enc.WriteField(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const frameSize = 16 << 10
+	b := block.Bytes()
+	first := b[:min(len(b), frameSize)]
+	b = b[len(first):]
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndHeaders: len(b) == 0}); err != nil {
+		return err
+	}
+	for len(b) > 0 {
+		chunk := b[:min(len(b), frameSize)]
+		b = b[len(chunk):]
+		if err := fr.WriteContinuation(id, len(b) == 0, chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestServeRefusesLargeHeaders opens streams whose headers are far larger
+// than a client's and sends no body, where the server used to keep the
+// headers until the body came: a stream of headers over the cap is reset at
+// once and the connection goes on serving; a 1 MiB header ends the
+// connection.
+func TestServeRefusesLargeHeaders(t *testing.T) {
+	p := rewritedtest.Start(t)
+	_, fr := h2conn(t, p.Addr)
+	// 20 KB of headers, in one frame once compressed.
+	var over []hpack.HeaderField
+	for i := range 20 {
+		over = append(over, hpack.HeaderField{Name: fmt.Sprintf("x-pad-%d", i), Value: strings.Repeat("a", 1000)})
+	}
+	pending := map[uint32]bool{}
+	for id := uint32(1); id <= 9; id += 2 {
+		if err := writeHeaders(t, fr, id, over...); err != nil {
+			t.Fatal(err)
+		}
+		pending[id] = true
+	}
+	for len(pending) > 0 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the server's frames: %v; streams %v not reset", err, pending)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			if f.ErrCode != http2.ErrCodeFrameSize {
+				t.Errorf("stream %d reset with %v", f.StreamID, f.ErrCode)
+			}
+			delete(pending, f.StreamID)
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v before streams %v were reset", f.ErrCode, pending)
+		}
+	}
+	// The same connection still serves a call with ordinary headers: an
+	// empty request gets its answer.
+	if err := writeHeaders(t, fr, 11); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteData(11, true, []byte{0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	for answered := false; !answered; {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("ordinary stream: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			t.Fatalf("ordinary stream reset with %v", f.ErrCode)
+		case *http2.MetaHeadersFrame:
+			if st := f.PseudoValue("status"); f.StreamID != 11 || st != "200" {
+				t.Errorf("ordinary stream: stream %d :status %q", f.StreamID, st)
+			}
+			answered = true
+		}
+	}
+
+	_, fr = h2conn(t, p.Addr)
+	_ = writeHeaders(t, fr, 1, hpack.HeaderField{Name: "x-padding", Value: strings.Repeat("a", 1<<20)}) // the server may close mid-write
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil || f.Header().Type == http2.FrameGoAway {
+			break // the connection ended
+		}
+		if f, ok := f.(*http2.MetaHeadersFrame); ok {
+			t.Fatalf("a 1 MiB header was answered: %v", f.Fields)
+		}
+	}
+	conn := dial(t, p.Addr)
+	if hc, err := healthpb.NewHealthClient(conn).Check(testCtx(t), &healthpb.HealthCheckRequest{}); err != nil || hc.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health after the large headers: %v %v", hc, err)
+	}
+}
+
+// TestServeClosesSilentConnections: a connection that never sends the
+// HTTP/2 preface is closed by the server after its handshake timeout.
+func TestServeClosesSilentConnections(t *testing.T) {
+	p := rewritedtest.Start(t)
+	c, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(c); err != nil {
+		t.Errorf("silent connection: %v; want the server to close it", err)
+	}
+}
+
+// TestServeMaxConnections: past --max-connections a new connection is not
+// served until one of the open ones closes.
+func TestServeMaxConnections(t *testing.T) {
+	p := rewritedtest.Start(t, "--max-connections", "2")
+	held := make([]net.Conn, 2)
+	for i := range held {
+		var fr *http2.Framer
+		held[i], fr = h2conn(t, p.Addr)
+		if _, err := fr.ReadFrame(); err != nil { // the server's SETTINGS: it is served
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	third, fr := h2conn(t, p.Addr)
+	if err := third.SetReadDeadline(time.Now().Add(500 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := fr.ReadFrame(); err == nil {
+		t.Fatalf("a connection past the cap was served: %v", f)
+	}
+	held[0].Close()
+	if err := third.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fr.ReadFrame(); err != nil {
+		t.Fatalf("once a connection closed, the waiting one: %v", err)
 	}
 }
