@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	lua "github.com/yuin/gopher-lua"
 
@@ -195,11 +194,11 @@ const maxErrorText = 1024
 func errorText(err error) string {
 	var apiErr *lua.ApiError
 	if !errors.As(err, &apiErr) || apiErr.Object == nil {
-		return boundText(err.Error())
+		return BoundText(err.Error(), maxErrorText)
 	}
 	switch v := apiErr.Object.(type) {
 	case lua.LString:
-		return boundText(string(v))
+		return BoundText(string(v), maxErrorText)
 	case *lua.LNilType:
 		return "error(nil) raised"
 	default:
@@ -209,20 +208,8 @@ func errorText(err error) string {
 				text += ": " + string(js)
 			}
 		}
-		return boundText(text)
+		return BoundText(text, maxErrorText)
 	}
-}
-
-func boundText(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) <= maxErrorText {
-		return s
-	}
-	cut := maxErrorText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
 }
 
 func (s *state) openKumo(kumo *lua.LTable) {

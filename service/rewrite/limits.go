@@ -42,7 +42,7 @@ var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 // input checks a request and converts it for the engine. Every error is
 // InvalidArgument and names the field.
 func (l Limits) input(req *wirev1.LazyRewriteRequest) (policy.Input, error) {
-	code := int(min(req.GetStatus(), 1<<20))
+	code := int(req.GetStatus())
 	if err := smtpreply.CheckStatus(code); err != nil {
 		return policy.Input{}, status.Errorf(codes.InvalidArgument, "status: %v", err)
 	}
@@ -61,7 +61,7 @@ func (l Limits) input(req *wirev1.LazyRewriteRequest) (policy.Input, error) {
 		return policy.Input{}, status.Errorf(codes.InvalidArgument, "command: %d bytes, the limit is %d", len(req.GetCommand()), l.MaxCommandBytes)
 	}
 	if name := req.GetPolicy(); name != "" && !ValidPolicyName(name) {
-		return policy.Input{}, status.Errorf(codes.InvalidArgument, "policy: %q is not a policy name (letters, digits, '_', '-', '.'; at most %d bytes)", name, maxPolicyNameBytes)
+		return policy.Input{}, status.Errorf(codes.InvalidArgument, "policy: %q is not a policy name (letters, digits, '_', '-', '.'; at most %d bytes)", policy.BoundText(name, policy.MaxEchoBytes), maxPolicyNameBytes)
 	}
 	return policy.Input{Status: code, Response: text, Command: req.Command, Meta: req.GetConnMeta()}, nil
 }

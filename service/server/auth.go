@@ -14,7 +14,6 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
 )
@@ -92,10 +91,11 @@ func (t *Tokens) authenticate(ctx context.Context) (context.Context, error) {
 var healthPrefix = "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
 
 // tap checks a call's token from its headers alone, before the server reads
-// the request, so that a peer without a token costs no decoding.
+// the request, so that a peer without a token costs no decoding. gRPC has
+// put the headers in ctx as incoming metadata.
 func (t *Tokens) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	if strings.HasPrefix(info.FullMethodName, healthPrefix) {
 		return ctx, nil
 	}
-	return t.authenticate(metadata.NewIncomingContext(ctx, info.Header))
+	return t.authenticate(ctx)
 }

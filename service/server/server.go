@@ -83,6 +83,7 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 	if cfg.MaxConnectionAge <= 0 {
 		cfg.MaxConnectionAge = 5 * time.Minute
 	}
+	clientErrors := newClientErrorLog()
 	unary := append([]grpc.UnaryServerInterceptor{
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(func(p any) error {
 			cfg.Logger.Error("panic in request handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -90,12 +91,12 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 		})),
 		logging.UnaryServerInterceptor(slogAdapter(cfg.Logger),
 			logging.WithLogOnEvents(logging.FinishCall),
-			logging.WithLevels(callLevel)),
+			logging.WithLevels(clientErrors.level)),
 	}, cfg.Unary...)
 	unary = append(unary, limit(cfg.MaxConcurrent))
 	var opts []grpc.ServerOption
 	if cfg.Tokens != nil {
-		opts = append(opts, grpc.InTapHandle(cfg.Tokens.tap))
+		opts = append(opts, grpc.InTapHandle(clientErrors.logRefusals(cfg.Logger, cfg.Tokens.tap)))
 	}
 	opts = append(opts,
 		grpc.ForceServerCodecV2(rewrite.NewCodec(cfg.MaxRequestBytes)),
@@ -175,21 +176,6 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.logger.Warn("drain timed out, closing remaining connections")
 		s.GRPC.Stop()
 		<-done
-	}
-}
-
-// callLevel logs successful calls at debug level: at thousands of calls a
-// second, only failures belong in the default log. Shed, cancelled and
-// timed-out calls come by the thousand under overload, when logging them
-// would add to the load: the gRPC metrics count them instead.
-func callLevel(code codes.Code) logging.Level {
-	switch code {
-	case codes.OK, codes.ResourceExhausted, codes.Canceled, codes.DeadlineExceeded:
-		return logging.LevelDebug
-	case codes.InvalidArgument, codes.NotFound, codes.Unauthenticated:
-		return logging.LevelInfo
-	default:
-		return logging.LevelError
 	}
 }
 

@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +61,9 @@ func start(t *testing.T, cfg Config) (*resolver, *grpc.ClientConn) {
 	}
 	t.Cleanup(echo.Close)
 	r := &resolver{echo: echo, entered: make(chan struct{}, 100), release: make(chan struct{})}
-	cfg.Logger = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	srv := New(rewrite.New(r), cfg)
 	srv.SetServing(true)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -229,6 +233,86 @@ func TestBearerToken(t *testing.T) {
 	}
 	if _, err := call(with("Bearer new-token"), conn, "echo", "x"); err != nil {
 		t.Errorf("new token after the reload: %v", err)
+	}
+}
+
+// logBuffer is a concurrency-safe log destination.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
+}
+
+// TestClientErrorsAreBounded sends hundreds of bad requests carrying
+// 128 KB of text: each error repeats a bounded part of it, and the info log
+// gets a bounded number of bounded lines.
+func TestClientErrorsAreBounded(t *testing.T) {
+	var logs logBuffer
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := LoadTokens(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, conn := start(t, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Tokens: tokens})
+	ctx := testContext(t)
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret")
+	client := rewritev1.NewRewriteServiceClient(conn)
+	long := strings.Repeat("n", 128<<10)
+	const calls = 300
+	begin := time.Now()
+	for i := range calls {
+		var err error
+		switch i % 3 {
+		case 0: // an invalid policy name
+			_, err = client.RewriteResponse(authed, &rewritev1.RewriteResponseRequest{Status: 250, Response: "OK", Policy: long + "!"})
+		case 1: // no token, a long method name (within the header cap)
+			err = conn.Invoke(ctx, "/"+long[:8<<10]+"/x", new(rewritev1.RewriteResponseRequest), new(rewritev1.RewriteResponseResponse))
+		case 2: // invalid UTF-8
+			err = conn.Invoke(authed, rewritev1.RewriteService_RewriteResponse_FullMethodName,
+				rewritedtest.Raw([]byte{0x12, 0x03, 'O', 'K', 0xff}), new(rewritev1.RewriteResponseResponse))
+		}
+		want := []codes.Code{codes.InvalidArgument, codes.Unauthenticated, codes.InvalidArgument}[i%3]
+		if status.Code(err) != want || len(status.Convert(err).Message()) > 1024 {
+			t.Fatalf("call %d: %.300v (%d bytes), want %v in at most 1024 bytes", i, err, len(status.Convert(err).Message()), want)
+		}
+	}
+	elapsed := time.Since(begin)
+	lines := logs.lines()
+	limit := clientErrorLogBurst + int(elapsed.Seconds()*clientErrorLogsPerSecond) + 1
+	if len(lines) == 0 || len(lines) > limit {
+		t.Errorf("%d calls logged %d lines in %v, want 1 to %d", calls, len(lines), elapsed, limit)
+	}
+	for _, line := range lines {
+		if len(line) > 2048 {
+			t.Errorf("a log line of %d bytes: %.300s", len(line), line)
+		}
+	}
+	for _, want := range []string{"is not a policy name", "call refused before its request was read", "invalid UTF-8"} {
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, want) }) {
+			t.Errorf("no log line says %q", want)
+		}
+	}
+}
+
+func TestStatusOutOfRangeIsReportedAsSent(t *testing.T) {
+	_, conn := start(t, Config{})
+	_, err := rewritev1.NewRewriteServiceClient(conn).RewriteResponse(testContext(t), &rewritev1.RewriteResponseRequest{Status: 4294967295, Response: "OK"})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "4294967295") {
+		t.Errorf("status 4294967295: %v", err)
 	}
 }
 

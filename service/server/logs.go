@@ -1,0 +1,71 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/tap"
+
+	"github.com/rewrited/rewrited/service/policy"
+)
+
+// Client errors are logged at info level up to this rate; beyond it they
+// are logged at debug level. A misconfigured or hostile client can send
+// thousands a second, and the gRPC metrics count them all.
+const (
+	clientErrorLogsPerSecond = 10
+	clientErrorLogBurst      = 50
+)
+
+// clientErrorLog rate-limits the logging of calls refused for the
+// client's fault.
+type clientErrorLog struct{ limiter *rate.Limiter }
+
+func newClientErrorLog() clientErrorLog {
+	return clientErrorLog{rate.NewLimiter(clientErrorLogsPerSecond, clientErrorLogBurst)}
+}
+
+// level logs successful calls at debug level: at thousands of calls a
+// second, only failures belong in the default log. Shed, cancelled and
+// timed-out calls come by the thousand under overload, when logging them
+// would add to the load: the gRPC metrics count them instead. Client errors
+// are logged at info level, within the rate.
+func (c clientErrorLog) level(code codes.Code) logging.Level {
+	switch code {
+	case codes.OK, codes.ResourceExhausted, codes.Canceled, codes.DeadlineExceeded:
+		return logging.LevelDebug
+	case codes.InvalidArgument, codes.NotFound, codes.Unauthenticated:
+		if c.limiter.Allow() {
+			return logging.LevelInfo
+		}
+		return logging.LevelDebug
+	default:
+		return logging.LevelError
+	}
+}
+
+// logRefusals logs the calls check refuses before any interceptor runs,
+// within the rate.
+func (c clientErrorLog) logRefusals(logger *slog.Logger, check tap.ServerInHandle) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		newCtx, err := check(ctx, info)
+		if err == nil {
+			return newCtx, nil
+		}
+		lvl := slog.Level(c.level(codes.Unauthenticated))
+		if logger.Enabled(ctx, lvl) {
+			addr := ""
+			if p, ok := peer.FromContext(ctx); ok {
+				addr = p.Addr.String()
+			}
+			logger.Log(ctx, lvl, "call refused before its request was read",
+				"grpc.method", policy.BoundText(info.FullMethodName, policy.MaxEchoBytes),
+				"peer.address", addr, "error", err.Error())
+		}
+		return nil, err
+	}
+}
