@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -56,8 +57,41 @@ type serveConfig struct {
 }
 
 // defaultMaxConnections is far above what SMTP front-ends open (a few
-// connections each) and far below the file descriptors a process may hold.
+// connections each).
 const defaultMaxConnections = 1024
+
+// reservedFiles are the file descriptors kept for everything but gRPC
+// connections: policy files and their watches, /metrics, logs.
+const reservedFiles = 64
+
+// openFileLimit is the process's limit on open files; the Go runtime has
+// raised its soft limit to the hard one at start. Zero when unknown.
+func openFileLimit() uint64 {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
+		return 0
+	}
+	return lim.Cur
+}
+
+// connectionCap is the connection cap to apply: requested, or what the
+// open-file limit can hold beside reservedFiles when that is lower or
+// requested is zero (past the limit, accept fails and the server stops
+// answering anyone). Zero means no cap.
+func connectionCap(requested int, openFiles uint64, logger *slog.Logger) int {
+	if openFiles == 0 {
+		return requested
+	}
+	fit := max(1, int(min(openFiles, math.MaxInt32))-reservedFiles)
+	if requested > 0 && requested <= fit {
+		return requested
+	}
+	if requested > fit {
+		logger.Warn("the open-file limit is too low for --max-connections: connections capped to fit; raise the limit (ulimit -n, LimitNOFILE=) to allow more",
+			"max_connections", requested, "open_file_limit", openFiles, "cap", fit)
+	}
+	return fit
+}
 
 func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "gRPC listen `address`")
@@ -78,7 +112,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.maxConcurrent, "max-concurrent", defaultMaxConcurrent(), "rewrite calls in flight before further ones are refused with RESOURCE_EXHAUSTED, and Lua states kept warm per policy; 0: no cap (default: 8 per GOMAXPROCS)")
 	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request accepted; a larger one is refused with INVALID_ARGUMENT")
 	fs.DurationVar(&c.maxConnectionAge, "max-connection-age", 5*time.Minute, "close client connections after this long, so round_robin clients spread onto new replicas")
-	fs.IntVar(&c.maxConnections, "max-connections", defaultMaxConnections, "gRPC connections open at once; further ones wait in the listen backlog until one closes (0: no cap)")
+	fs.IntVar(&c.maxConnections, "max-connections", defaultMaxConnections, "gRPC connections open at once, further ones wait in the listen backlog until one closes; lowered to fit the open-file limit (0: only that limit)")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for in-flight calls")
 }
 
@@ -195,7 +229,7 @@ func security(cfg serveConfig, logger *slog.Logger, sc *server.Config) (tlsFiles
 		sc.Options = append(sc.Options, tlsFiles.ServerOption())
 	}
 	if cfg.authTokenFile != "" {
-		if sc.Tokens, err = server.LoadTokens(cfg.authTokenFile); err != nil {
+		if sc.Tokens, err = server.LoadTokens(cfg.authTokenFile, logger); err != nil {
 			return nil, err
 		}
 		if tlsFiles == nil {
@@ -253,12 +287,17 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	if err := reg.Watch(ctx, registry.DefaultDebounce); err != nil {
 		return err
 	}
+	if tlsFiles != nil {
+		if err := tlsFiles.Watch(ctx, registry.DefaultDebounce, logger); err != nil {
+			return err
+		}
+	}
 	lis, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	if cfg.maxConnections > 0 {
-		lis = netutil.LimitListener(lis, cfg.maxConnections)
+	if maxConns := connectionCap(cfg.maxConnections, openFileLimit(), logger); maxConns > 0 {
+		lis = netutil.LimitListener(lis, maxConns)
 	}
 	metricsSrv, err := serveMetrics(cfg.metricsListen, m, logger)
 	if err != nil {
@@ -271,13 +310,29 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	go func() { errc <- srv.GRPC.Serve(lis) }()
 	logger.Info("serving", "addr", lis.Addr().String(), "tls", tlsFiles != nil, "mtls", cfg.tlsClientCA != "", "auth", sc.Tokens != nil)
 
+	// Reloads run beside the signal loop, so that SIGTERM is acted on while
+	// a policy compiles; SIGHUPs sent during a reload bring one more.
+	hup := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				reload(reg, tlsFiles, sc.Tokens, logger)
+			}
+		}
+	}()
 	for {
 		select {
 		case err := <-errc:
 			return fmt.Errorf("serving: %w", err)
 		case sig := <-sigc:
 			if sig == syscall.SIGHUP {
-				reload(reg, tlsFiles, sc.Tokens, logger)
+				select {
+				case hup <- struct{}{}:
+				default: // a reload is already due
+				}
 				continue
 			}
 			drain(srv, metricsSrv, cfg.drainTimeout, sig, logger)
@@ -327,7 +382,15 @@ func serveMetrics(addr string, m *metrics.Metrics, logger *slog.Logger) (*http.S
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Scrapes take milliseconds: the timeouts free the connections of
+	// clients that stall or keep idle connections open.
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+	}
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("metrics server stopped", "error", err.Error())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
@@ -341,5 +342,29 @@ func TestServeMaxConnections(t *testing.T) {
 	}
 	if _, err := fr.ReadFrame(); err != nil {
 		t.Fatalf("once a connection closed, the waiting one: %v", err)
+	}
+}
+
+func TestConnectionCap(t *testing.T) {
+	tests := []struct {
+		requested int
+		openFiles uint64
+		want      int
+		warns     bool
+	}{
+		{1024, 1 << 20, 1024, false},
+		{1024, 0, 1024, false}, // limit unknown
+		{0, 0, 0, false},
+		{0, 1024, 1024 - reservedFiles, false},
+		{1024, 1024, 1024 - reservedFiles, true},
+		{1024, 1024 + reservedFiles, 1024, false},
+		{10, 20, 1, true},
+	}
+	for _, tt := range tests {
+		var logs bytes.Buffer
+		got := connectionCap(tt.requested, tt.openFiles, slog.New(slog.NewTextHandler(&logs, nil)))
+		if got != tt.want || (logs.Len() > 0) != tt.warns {
+			t.Errorf("connectionCap(%d, %d) = %d, warning %q; want %d, warning %v", tt.requested, tt.openFiles, got, logs.String(), tt.want, tt.warns)
+		}
 	}
 }

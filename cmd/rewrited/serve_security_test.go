@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -170,31 +171,38 @@ func TestServeTLSAndToken(t *testing.T) {
 	}
 }
 
-// TestServeSIGHUPReloadsCertificate replaces the server certificate and
-// sends SIGHUP: new connections get the new certificate.
-func TestServeSIGHUPReloadsCertificate(t *testing.T) {
-	first, second := newPKI(t), newPKI(t)
-	p := rewritedtest.Start(t, "--tls-cert", first.certFile, "--tls-key", first.keyFile)
-	trusting := func(k *pki) credentials.TransportCredentials {
-		return credentials.NewTLS(&tls.Config{RootCAs: k.pool, MinVersion: tls.VersionTLS12})
-	}
-	if code, _ := callCodes(t, p.Addr, trusting(first), ""); code != codes.OK {
-		t.Fatalf("first certificate: %v", code)
-	}
-	for _, f := range [][2]string{{second.certFile, first.certFile}, {second.keyFile, first.keyFile}} {
-		if err := os.Rename(f[0], f[1]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the second certificate is served", func() bool {
-		code, _ := callCodes(t, p.Addr, trusting(second), "")
-		return code == codes.OK
-	})
-	if code, _ := callCodes(t, p.Addr, trusting(first), ""); code != codes.Unavailable {
-		t.Errorf("a client trusting only the first CA: %v", code)
+// TestServeReloadsCertificate replaces the server certificate, then sends
+// SIGHUP or nothing (the files are watched): new connections get the new
+// certificate.
+func TestServeReloadsCertificate(t *testing.T) {
+	for _, signal := range []bool{true, false} {
+		t.Run(fmt.Sprintf("SIGHUP=%v", signal), func(t *testing.T) {
+			first, second := newPKI(t), newPKI(t)
+			p := rewritedtest.Start(t, "--tls-cert", first.certFile, "--tls-key", first.keyFile)
+			trusting := func(k *pki) credentials.TransportCredentials {
+				return credentials.NewTLS(&tls.Config{RootCAs: k.pool, MinVersion: tls.VersionTLS12})
+			}
+			if code, _ := callCodes(t, p.Addr, trusting(first), ""); code != codes.OK {
+				t.Fatalf("first certificate: %v", code)
+			}
+			for _, f := range [][2]string{{second.certFile, first.certFile}, {second.keyFile, first.keyFile}} {
+				if err := os.Rename(f[0], f[1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if signal {
+				if err := p.Signal(syscall.SIGHUP); err != nil {
+					t.Fatal(err)
+				}
+			}
+			eventually(t, "the second certificate is served", func() bool {
+				code, _ := callCodes(t, p.Addr, trusting(second), "")
+				return code == codes.OK
+			})
+			if code, _ := callCodes(t, p.Addr, trusting(first), ""); code != codes.Unavailable {
+				t.Errorf("a client trusting only the first CA: %v", code)
+			}
+		})
 	}
 }
 
@@ -223,5 +231,37 @@ func TestServeRefusesUnauthenticatedBeforeDecoding(t *testing.T) {
 	err := conn.Invoke(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret-token"), method, req, &resp)
 	if err != nil || resp.Status != 250 {
 		t.Errorf("with the token: %v, %v", &resp, err)
+	}
+}
+
+// TestServeBrokenWireIsInvalidArgument sends a response field of invalid
+// UTF-8 and a truncated message: both are InvalidArgument, logged and
+// counted like any other refused request.
+func TestServeBrokenWireIsInvalidArgument(t *testing.T) {
+	p := rewritedtest.Start(t, "--metrics-listen", "127.0.0.1:0")
+	conn := dial(t, p.Addr)
+	ctx := testCtx(t)
+	method := rewritev1.RewriteService_RewriteResponse_FullMethodName
+	for _, b := range [][]byte{
+		{0x08, 0xfa, 0x01, 0x12, 0x03, 'O', 'K', 0xff}, // response "OK\xff"
+		{0x08, 0xfa, 0x01, 0x12, 0x09, 'O', 'K'},       // response cut short
+	} {
+		err := conn.Invoke(ctx, method, rewritedtest.Raw(b), new(rewritev1.RewriteResponseResponse))
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("request % x: %v, want InvalidArgument", b, err)
+		}
+	}
+	sample := `grpc_server_handled_total{grpc_code="InvalidArgument",grpc_method="RewriteResponse",grpc_service="rewrite.v1.RewriteService",grpc_type="unary"} 2`
+	if body := scrape(t, metricsURL(t, p)); !hasSample(body, sample) {
+		t.Errorf("metrics lack %s:\n%s", sample, grepLines(body, "grpc_server_handled_total"))
+	}
+	logged := 0
+	for _, rec := range logRecords(p, "finished call") {
+		if rec["grpc.code"] == "InvalidArgument" {
+			logged++
+		}
+	}
+	if logged != 2 {
+		t.Errorf("%d InvalidArgument calls logged, want 2:\n%s", logged, p.Logs())
 	}
 }

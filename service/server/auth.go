@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -22,16 +23,18 @@ import (
 // reloadable, so a token can be rotated without a restart: list the old and
 // the new one, move the clients, then drop the old one.
 type Tokens struct {
-	file string
+	file   string
+	logger *slog.Logger
 	// SHA-256 digests: comparing digests in constant time reveals neither
 	// a token's content nor its length.
 	sums atomic.Pointer[[][sha256.Size]byte]
 }
 
 // LoadTokens reads file: one token per line; blank lines and lines starting
-// with '#' are skipped.
-func LoadTokens(file string) (*Tokens, error) {
-	t := &Tokens{file: file}
+// with '#' are skipped. A token no client can send is kept, with a warning
+// on logger.
+func LoadTokens(file string, logger *slog.Logger) (*Tokens, error) {
+	t := &Tokens{file: file, logger: logger}
 	if err := t.Reload(); err != nil {
 		return nil, err
 	}
@@ -46,10 +49,16 @@ func (t *Tokens) Reload() error {
 	}
 	var sums [][sha256.Size]byte
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
+	for lineNo := 1; sc.Scan(); lineNo++ {
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 || line[0] == '#' {
 			continue
+		}
+		if i := bytes.IndexFunc(line, unsendable); i >= 0 {
+			// The token's content stays out of the log; where it goes wrong
+			// does not give it away.
+			t.logger.Warn("a token holds a character no client sends in a bearer token (a byte-order mark, a tab or space, a control or non-ASCII character): it can never match",
+				"file", t.file, "line", lineNo, "byte", i)
 		}
 		sums = append(sums, sha256.Sum256(line))
 	}
@@ -62,6 +71,11 @@ func (t *Tokens) Reload() error {
 	t.sums.Store(&sums)
 	return nil
 }
+
+// unsendable reports whether r cannot be part of a bearer token a client
+// sends: tokens are printable ASCII without spaces (RFC 6750's b64token is
+// stricter still).
+func unsendable(r rune) bool { return r <= ' ' || r > '~' }
 
 // valid reports whether token is one of the tokens, in time independent of
 // which one matches.

@@ -172,7 +172,7 @@ func TestBearerToken(t *testing.T) {
 	if err := os.WriteFile(file, []byte("# rotation: old and new\nold-token\n\n  new-token  \n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := LoadTokens(file)
+	tokens, err := LoadTokens(file, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestClientErrorsAreBounded(t *testing.T) {
 	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := LoadTokens(file)
+	tokens, err := LoadTokens(file, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +308,28 @@ func TestClientErrorsAreBounded(t *testing.T) {
 	}
 }
 
+// TestTokenFileWarnings: a token no client can send (a byte-order mark, a
+// tab) is warned about by line, without its content.
+func TestTokenFileWarnings(t *testing.T) {
+	var logs logBuffer
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("\ufeffbom-token\n# comment\ntab\ttoken\ngood-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadTokens(file, slog.New(slog.NewJSONHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	lines := logs.lines()
+	if len(lines) != 2 || !strings.Contains(lines[0], `"line":1,`) || !strings.Contains(lines[1], `"line":3,`) {
+		t.Errorf("warnings %q, want lines 1 and 3", lines)
+	}
+	for _, l := range lines {
+		if strings.Contains(l, "bom-token") || strings.Contains(l, `tab\ttoken`) {
+			t.Errorf("a warning shows the token: %s", l)
+		}
+	}
+}
+
 func TestStatusOutOfRangeIsReportedAsSent(t *testing.T) {
 	_, conn := start(t, Config{})
 	_, err := rewritev1.NewRewriteServiceClient(conn).RewriteResponse(testContext(t), &rewritev1.RewriteResponseRequest{Status: 4294967295, Response: "OK"})
@@ -336,7 +358,7 @@ func TestUnauthenticatedRequestIsNotDecoded(t *testing.T) {
 	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := LoadTokens(file)
+	tokens, err := LoadTokens(file, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

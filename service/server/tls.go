@@ -1,13 +1,19 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
+	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
@@ -69,4 +75,64 @@ func (t *TLSFiles) ServerOption() grpc.ServerOption {
 			return t.cur.Load(), nil
 		},
 	}))
+}
+
+// Watch reloads the files whenever they change, until ctx ends, debounce
+// after the last change of a burst, so a certificate renewed by a sidecar
+// is served without a signal. It watches the files' directories, for the
+// reasons the policy directory is watched (see registry.Watch): renames
+// over a file and Kubernetes' swap of the ..data symlink.
+func (t *TLSFiles) Watch(ctx context.Context, debounce time.Duration, logger *slog.Logger) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching the TLS files: %w", err)
+	}
+	names, dirs := map[string]bool{}, map[string]bool{}
+	for _, file := range []string{t.CertFile, t.KeyFile, t.ClientCAFile} {
+		if file == "" {
+			continue
+		}
+		names[filepath.Base(file)] = true
+		if dir := filepath.Dir(file); !dirs[dir] {
+			dirs[dir] = true
+			if err := w.Add(dir); err != nil {
+				w.Close()
+				return fmt.Errorf("watching the TLS files: %w", err)
+			}
+		}
+	}
+	go t.watch(ctx, w, names, debounce, logger)
+	return nil
+}
+
+func (t *TLSFiles) watch(ctx context.Context, w *fsnotify.Watcher, names map[string]bool, debounce time.Duration, logger *slog.Logger) {
+	defer w.Close()
+	timer := time.NewTimer(debounce)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			// The files themselves, or Kubernetes' ..data swap.
+			if base := filepath.Base(ev.Name); names[base] || strings.HasPrefix(base, "..") {
+				timer.Reset(debounce)
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+			logger.Warn("watching the TLS files", "error", err.Error())
+		case <-timer.C:
+			if err := t.Reload(); err != nil {
+				logger.Error("TLS files refused: the previous ones stay in use", "error", err.Error())
+			} else {
+				logger.Info("TLS files reloaded", "cert", t.CertFile)
+			}
+		}
+	}
 }
