@@ -53,6 +53,8 @@ type serveConfig struct {
 	maxRequestBytes  int
 	maxConnectionAge time.Duration
 	maxConnections   int
+	maxPolicyBytes   int
+	compileTimeout   time.Duration
 	drainTimeout     time.Duration
 }
 
@@ -113,6 +115,8 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request accepted; a larger one is refused with INVALID_ARGUMENT")
 	fs.DurationVar(&c.maxConnectionAge, "max-connection-age", 5*time.Minute, "close client connections after this long, so round_robin clients spread onto new replicas")
 	fs.IntVar(&c.maxConnections, "max-connections", defaultMaxConnections, "gRPC connections open at once, further ones wait in the listen backlog until one closes; lowered to fit the open-file limit (0: only that limit)")
+	fs.IntVar(&c.maxPolicyBytes, "max-policy-bytes", registry.DefaultMaxPolicyBytes, "largest policy file compiled; a larger one is refused unread")
+	fs.DurationVar(&c.compileTimeout, "compile-timeout", registry.DefaultCompileTimeout, "time budget of compiling and warming one policy; a slower one is refused")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for in-flight calls")
 }
 
@@ -140,6 +144,10 @@ func (c *serveConfig) check() error {
 		return fmt.Errorf("--max-concurrent: %d is negative", c.maxConcurrent)
 	case c.maxRequestBytes <= 0 || c.maxRequestBytes > maxRequestBytesLimit:
 		return fmt.Errorf("--max-request-bytes: %d is not between 1 and %d", c.maxRequestBytes, maxRequestBytesLimit)
+	case c.maxPolicyBytes <= 0:
+		return fmt.Errorf("--max-policy-bytes: %d is not positive", c.maxPolicyBytes)
+	case c.compileTimeout <= 0:
+		return fmt.Errorf("--compile-timeout: %v is not positive", c.compileTimeout)
 	case c.maxConnections < 0:
 		return fmt.Errorf("--max-connections: %d is negative", c.maxConnections)
 	case c.maxConnectionAge <= 0:
@@ -206,8 +214,10 @@ func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics) (*re
 			// empty builds a state, which costs as much as ~20 evaluations.
 			PoolSize: cfg.maxConcurrent,
 		},
-		Logger: logger,
-		OnLoad: m.PolicyLoaded,
+		Logger:         logger,
+		OnLoad:         m.PolicyLoaded,
+		MaxPolicyBytes: cfg.maxPolicyBytes,
+		CompileTimeout: cfg.compileTimeout,
 	}
 	if rc.File == "" && rc.Dir == "" {
 		rc.File, rc.Src = policies.DefaultFile, policies.Default

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,7 +140,7 @@ func TestServeFlags(t *testing.T) {
 		t.Errorf("--help: exit %d", code)
 	}
 	for _, flag := range []string{"-listen", "-policy", "-policy-dir", "-shadow", "-shadow-log-sample", "-metrics-listen", "-log-format", "-log-level",
-		"-decision-log-sample", "-tls-cert", "-tls-key", "-tls-client-ca", "-auth-token-file", "-max-concurrent", "-max-request-bytes", "-max-connection-age", "-max-connections", "-protect-data"} {
+		"-decision-log-sample", "-tls-cert", "-tls-key", "-tls-client-ca", "-auth-token-file", "-max-concurrent", "-max-request-bytes", "-max-connection-age", "-max-connections", "-max-policy-bytes", "-compile-timeout", "-protect-data"} {
 		if !strings.Contains(stderr, "\n  "+flag+" ") && !strings.Contains(stderr, "\n  "+flag+"\n") {
 			t.Errorf("--help does not list %s", flag)
 		}
@@ -155,6 +156,8 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"--max-concurrent", "-1"}, "--max-concurrent: -1 is negative"},
 		{[]string{"--max-request-bytes", "0"}, "--max-request-bytes: 0 is not between 1 and"},
 		{[]string{"--max-connections", "-1"}, "--max-connections: -1 is negative"},
+		{[]string{"--max-policy-bytes", "0"}, "--max-policy-bytes: 0 is not positive"},
+		{[]string{"--compile-timeout", "0s"}, "--compile-timeout: 0s is not positive"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runArgs(t, append([]string{"serve"}, tt.args...)...)
@@ -366,5 +369,42 @@ func TestConnectionCap(t *testing.T) {
 		if got != tt.want || (logs.Len() > 0) != tt.warns {
 			t.Errorf("connectionCap(%d, %d) = %d, warning %q; want %d, warning %v", tt.requested, tt.openFiles, got, logs.String(), tt.want, tt.warns)
 		}
+	}
+}
+
+// slowPolicy is a policy of a 20,000-domain table: under the default
+// --max-policy-bytes, and seconds of CPU to compile.
+func slowPolicy() string {
+	var b strings.Builder
+	b.WriteString("local domains = {\n")
+	for i := range 20_000 {
+		fmt.Fprintf(&b, "  [\"domain-%d.example.net\"] = true,\n", i)
+	}
+	b.WriteString("}\n" + answering("slow"))
+	return b.String()
+}
+
+// TestServeSIGTERMDuringReload sends SIGTERM while a SIGHUP reload compiles
+// a slow policy: the server drains before the reload ends.
+func TestServeSIGTERMDuringReload(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "policy.lua")
+	writeFile(t, file, answering("fast"))
+	p := rewritedtest.Start(t, "--policy", file)
+	replaceFile(t, file, slowPolicy())
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the SIGHUP is being handled", func() bool { return len(logRecords(p, "SIGHUP: reloading")) > 0 })
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(2 * time.Minute); err != nil {
+		t.Fatalf("after SIGTERM: %v", err)
+	}
+	logs := p.Logs()
+	draining := strings.Index(logs, `"msg":"draining"`)
+	loaded := strings.Index(logs, `"previous_version"`) // the slow policy loaded
+	if draining < 0 || (loaded >= 0 && loaded < draining) {
+		t.Errorf("the server drained only once the reload was over:\n%s", logs)
 	}
 }

@@ -5,6 +5,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rewrited/rewrited/service/policy"
 	"github.com/rewrited/rewrited/service/rewrite"
@@ -40,7 +42,21 @@ type Config struct {
 	Logger  *slog.Logger
 	// OnLoad is told of every compile attempt, for metrics.
 	OnLoad func(name string, err error)
+	// MaxPolicyBytes refuses a larger policy file unread; zero means
+	// DefaultMaxPolicyBytes.
+	MaxPolicyBytes int
+	// CompileTimeout refuses a policy whose compilation and warm-up take
+	// longer; zero means DefaultCompileTimeout.
+	CompileTimeout time.Duration
 }
+
+// Compile limits. Compilation time grows faster than the file, so a file
+// several times the size of a large real policy (a table of 20,000
+// domains) could hold reloads for minutes.
+const (
+	DefaultMaxPolicyBytes = 1 << 20
+	DefaultCompileTimeout = 30 * time.Second
+)
 
 // Registry is a rewrite.Resolver over the policies currently loaded. Readers
 // never block: the policies live in an immutable map behind an atomic
@@ -49,6 +65,15 @@ type Registry struct {
 	cfg Config
 	cur atomic.Pointer[map[string]*policy.Policy]
 	mu  sync.Mutex // serialises reloads
+	// failed remembers, by file, the version that last failed to compile
+	// and why, so that an unchanged broken file is not compiled again on
+	// every reload. Guarded by mu.
+	failed map[string]failure
+}
+
+type failure struct {
+	version string
+	err     error
 }
 
 // source is one policy file found by a scan; shadow says whether it is
@@ -69,7 +94,13 @@ func Open(cfg Config) (*Registry, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &Registry{cfg: cfg}
+	if cfg.MaxPolicyBytes <= 0 {
+		cfg.MaxPolicyBytes = DefaultMaxPolicyBytes
+	}
+	if cfg.CompileTimeout <= 0 {
+		cfg.CompileTimeout = DefaultCompileTimeout
+	}
+	r := &Registry{cfg: cfg, failed: map[string]failure{}}
 	r.cur.Store(&map[string]*policy.Policy{})
 	if err := r.Reload(); err != nil {
 		r.Close()
@@ -142,9 +173,21 @@ func (r *Registry) Reload() error {
 			next[s.name] = prev
 			continue
 		}
+		if f, ok := r.failed[s.file]; ok && s.err == nil && f.version == policy.Version(s.src) {
+			// Refused already, and logged and counted then.
+			errs = append(errs, f.err)
+			if prev != nil {
+				next[s.name] = prev
+			}
+			continue
+		}
 		p, err := s.compile(r.cfg)
 		if r.cfg.OnLoad != nil {
 			r.cfg.OnLoad(s.name, err)
+		}
+		delete(r.failed, s.file)
+		if err != nil && s.err == nil {
+			r.failed[s.file] = failure{policy.Version(s.src), err}
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -177,25 +220,47 @@ func (r *Registry) Reload() error {
 }
 
 // compile builds and warms the policy of s, or returns why s cannot serve.
+// Past cfg.CompileTimeout it stops waiting and refuses the policy; the
+// compilation, which cannot be interrupted, finishes on its own and its
+// policy is closed.
 func (s source) compile(cfg Config) (*policy.Policy, error) {
 	if s.err != nil {
 		return nil, s.err
 	}
-	opts := cfg.Options
-	opts.Name = s.name
-	opts.Shadow = s.shadow
-	p, warnings, err := policy.Compile(s.file, s.src, opts)
-	for _, w := range warnings {
-		cfg.Logger.Warn(w.String(), "policy", s.name)
+	type compiled struct {
+		p   *policy.Policy
+		err error
 	}
-	if err != nil {
-		return nil, err
+	done := make(chan compiled, 1)
+	go func() {
+		opts := cfg.Options
+		opts.Name = s.name
+		opts.Shadow = s.shadow
+		p, warnings, err := policy.Compile(s.file, s.src, opts)
+		for _, w := range warnings {
+			cfg.Logger.Warn(w.String(), "policy", s.name)
+		}
+		if err == nil {
+			if err = p.Warm(); err != nil {
+				p.Close()
+				p = nil
+			}
+		}
+		done <- compiled{p, err}
+	}()
+	timer := time.NewTimer(cfg.CompileTimeout)
+	defer timer.Stop()
+	select {
+	case c := <-done:
+		return c.p, c.err
+	case <-timer.C:
+		go func() {
+			if c := <-done; c.p != nil {
+				c.p.Close()
+			}
+		}()
+		return nil, &policy.LoadError{File: s.file, Message: fmt.Sprintf("compiling and warming the policy took longer than %v: make it smaller, or split its tables", cfg.CompileTimeout)}
 	}
-	if err := p.Warm(); err != nil {
-		p.Close()
-		return nil, err
-	}
-	return p, nil
 }
 
 // scan reads the policy sources; a source that could not be read carries
@@ -208,7 +273,7 @@ func (r *Registry) scan() ([]source, []error) {
 		return []source{{name: rewrite.DefaultPolicy, file: r.cfg.File, shadow: r.cfg.Options.Shadow, src: r.cfg.Src}}, nil
 	default:
 		s := source{name: rewrite.DefaultPolicy, file: r.cfg.File, shadow: r.cfg.Options.Shadow}
-		s.src, s.err = readPolicy(s.file)
+		s.src, s.err = readPolicy(s.file, r.cfg.MaxPolicyBytes)
 		return []source{s}, nil
 	}
 }
@@ -246,7 +311,7 @@ func (r *Registry) scanDir() ([]source, []error) {
 		case !fi.Mode().IsRegular():
 			continue
 		default:
-			s.src, s.err = readPolicy(s.file)
+			s.src, s.err = readPolicy(s.file, r.cfg.MaxPolicyBytes)
 		}
 		if other, dup := byName[name]; dup {
 			err := &policy.LoadError{File: s.file, Message: fmt.Sprintf("policy %q is already served by %s: remove one of the two files", name, other)}
@@ -263,15 +328,24 @@ func (r *Registry) scanDir() ([]source, []error) {
 	return found, errs
 }
 
-// readPolicy reads a policy file. An empty one is refused: it is far more
-// likely a file caught between truncation and write than a policy.
-func readPolicy(file string) ([]byte, error) {
-	src, err := os.ReadFile(file)
+// readPolicy reads a policy file of at most maxBytes. An empty one is
+// refused: it is far more likely a file caught between truncation and write
+// than a policy.
+func readPolicy(file string, maxBytes int) ([]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading the policy: %w", err)
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, int64(maxBytes)+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading the policy: %w", err)
 	}
 	if len(src) == 0 {
 		return nil, &policy.LoadError{File: file, Message: "the file is empty"}
+	}
+	if len(src) > maxBytes {
+		return nil, &policy.LoadError{File: file, Message: fmt.Sprintf("the file is over %d bytes, the limit (--max-policy-bytes)", maxBytes)}
 	}
 	return src, nil
 }

@@ -371,3 +371,62 @@ func BenchmarkReload(b *testing.B) {
 		}
 	}
 }
+
+// TestCompileLimits: a file over MaxPolicyBytes is refused unread, a
+// compilation past CompileTimeout is refused, and a file that failed is not
+// compiled again until it changes.
+func TestCompileLimits(t *testing.T) {
+	dir := t.TempDir()
+	a, b, c := filepath.Join(dir, "a.lua"), filepath.Join(dir, "b.lua"), filepath.Join(dir, "c.lua")
+	small := rewriteTo("a1")
+	write(t, a, small)
+	r, l, logs := open(t, Config{Dir: dir, MaxPolicyBytes: len(small), CompileTimeout: time.Minute})
+	l.take()
+
+	write(t, b, rewriteTo("b1")+"-- "+strings.Repeat("x", len(small))+"\n")
+	var le *policy.LoadError
+	if err := r.Reload(); !errors.As(err, &le) || le.File != b || !strings.Contains(le.Message, fmt.Sprintf("over %d bytes", len(small))) {
+		t.Errorf("policy over the size cap: %v", err)
+	}
+	if _, ok := r.Policy("b"); ok {
+		t.Error("the policy over the size cap is served")
+	}
+	os.Remove(b)
+
+	// A broken file is compiled once, however often the registry reloads.
+	write(t, c, broken)
+	for range 3 {
+		if err := r.Reload(); !errors.As(err, &le) || le.File != c {
+			t.Errorf("broken policy: %v", err)
+		}
+	}
+	if got, want := l.take(), []string{"b:failed", "c:failed"}; !slices.Equal(got, want) {
+		t.Errorf("loads = %v, want %v: the broken file was compiled again", got, want)
+	}
+	if n := strings.Count(logs.String(), `msg="policy refused: not served" policy=c`); n != 1 {
+		t.Errorf("the broken file was refused %d times in the log, want once", n)
+	}
+	write(t, c, rewriteTo("c1"))
+	if err := r.Reload(); err != nil {
+		t.Errorf("the fixed file: %v", err)
+	}
+	if d, ok := reply(t, r, "c"); !ok || d.Response != "c1" {
+		t.Errorf("the fixed file answers %q (served %v)", d.Response, ok)
+	}
+}
+
+func TestCompileTimeout(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.lua"), rewriteTo("a1"))
+	r, _, _ := open(t, Config{Dir: dir})
+	r.cfg.CompileTimeout = time.Millisecond
+	slow := "local n = 0\nfor i = 1, 2000000 do n = n + i end\n" + rewriteTo("a2")
+	write(t, filepath.Join(dir, "a.lua"), slow)
+	var le *policy.LoadError
+	if err := r.Reload(); !errors.As(err, &le) || !strings.Contains(le.Message, "took longer than 1ms") {
+		t.Errorf("slow policy: %v", err)
+	}
+	if d, _ := reply(t, r, "a"); d.Response != "a1" {
+		t.Errorf("after the refused reload: %q, want the previous version", d.Response)
+	}
+}
