@@ -54,6 +54,7 @@ type serveConfig struct {
 	maxConnectionAge time.Duration
 	maxConnections   int
 	maxPolicyBytes   int
+	maxStateBytes    int
 	compileTimeout   time.Duration
 	drainTimeout     time.Duration
 }
@@ -116,6 +117,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.maxConnectionAge, "max-connection-age", 5*time.Minute, "close client connections after this long, so round_robin clients spread onto new replicas")
 	fs.IntVar(&c.maxConnections, "max-connections", defaultMaxConnections, "gRPC connections open at once, further ones wait in the listen backlog until one closes; lowered to fit the open-file limit (0: only that limit)")
 	fs.IntVar(&c.maxPolicyBytes, "max-policy-bytes", registry.DefaultMaxPolicyBytes, "largest policy file compiled; a larger one is refused unread")
+	fs.IntVar(&c.maxStateBytes, "max-state-bytes", policy.DefaultMaxStateBytes, "memory one Lua state may hold once a policy's top level has run (every warm state holds as much); a policy over it is refused")
 	fs.DurationVar(&c.compileTimeout, "compile-timeout", registry.DefaultCompileTimeout, "time budget of compiling and warming one policy; a slower one is refused")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for in-flight calls")
 }
@@ -146,6 +148,8 @@ func (c *serveConfig) check() error {
 		return fmt.Errorf("--max-request-bytes: %d is not between 1 and %d", c.maxRequestBytes, maxRequestBytesLimit)
 	case c.maxPolicyBytes <= 0:
 		return fmt.Errorf("--max-policy-bytes: %d is not positive", c.maxPolicyBytes)
+	case c.maxStateBytes <= 0:
+		return fmt.Errorf("--max-state-bytes: %d is not positive", c.maxStateBytes)
 	case c.compileTimeout <= 0:
 		return fmt.Errorf("--compile-timeout: %v is not positive", c.compileTimeout)
 	case c.maxConnections < 0:
@@ -212,7 +216,8 @@ func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics) (*re
 			Logger:      logger,
 			// One idle state per call admitted: a call that finds the pool
 			// empty builds a state, which costs as much as ~20 evaluations.
-			PoolSize: cfg.maxConcurrent,
+			PoolSize:      cfg.maxConcurrent,
+			MaxStateBytes: cfg.maxStateBytes,
 		},
 		Logger:         logger,
 		OnLoad:         m.PolicyLoaded,

@@ -140,7 +140,7 @@ func TestServeFlags(t *testing.T) {
 		t.Errorf("--help: exit %d", code)
 	}
 	for _, flag := range []string{"-listen", "-policy", "-policy-dir", "-shadow", "-shadow-log-sample", "-metrics-listen", "-log-format", "-log-level",
-		"-decision-log-sample", "-tls-cert", "-tls-key", "-tls-client-ca", "-auth-token-file", "-max-concurrent", "-max-request-bytes", "-max-connection-age", "-max-connections", "-max-policy-bytes", "-compile-timeout", "-protect-data"} {
+		"-decision-log-sample", "-tls-cert", "-tls-key", "-tls-client-ca", "-auth-token-file", "-max-concurrent", "-max-request-bytes", "-max-connection-age", "-max-connections", "-max-policy-bytes", "-max-state-bytes", "-compile-timeout", "-protect-data"} {
 		if !strings.Contains(stderr, "\n  "+flag+" ") && !strings.Contains(stderr, "\n  "+flag+"\n") {
 			t.Errorf("--help does not list %s", flag)
 		}
@@ -158,6 +158,7 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"--max-connections", "-1"}, "--max-connections: -1 is negative"},
 		{[]string{"--max-policy-bytes", "0"}, "--max-policy-bytes: 0 is not positive"},
 		{[]string{"--compile-timeout", "0s"}, "--compile-timeout: 0s is not positive"},
+		{[]string{"--max-state-bytes", "0"}, "--max-state-bytes: 0 is not positive"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runArgs(t, append([]string{"serve"}, tt.args...)...)
@@ -406,5 +407,30 @@ func TestServeSIGTERMDuringReload(t *testing.T) {
 	loaded := strings.Index(logs, `"previous_version"`) // the slow policy loaded
 	if draining < 0 || (loaded >= 0 && loaded < draining) {
 		t.Errorf("the server drained only once the reload was over:\n%s", logs)
+	}
+}
+
+// TestServePolicyLimits drops into the policy directory a policy over
+// --max-policy-bytes and one whose state is over --max-state-bytes: both
+// are refused and not served, the others keep serving.
+func TestServePolicyLimits(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "default.lua"), answering("fine"))
+	p := rewritedtest.Start(t, "--policy-dir", dir, "--max-policy-bytes", "4096", "--max-state-bytes", "4194304")
+	conn := dial(t, p.Addr)
+	ctx := testCtx(t)
+	replaceFile(t, filepath.Join(dir, "large.lua"), answering("large")+"-- "+strings.Repeat("x", 4096)+"\n")
+	replaceFile(t, filepath.Join(dir, "greedy.lua"), "big = {}\nfor i = 1, 10000 do big[i] = string.rep('x', 1000) .. i end\n"+answering("greedy"))
+	eventually(t, "both policies are refused", func() bool { return len(logRecords(p, "policy refused: not served")) >= 2 })
+	for name, want := range map[string]string{"large": "over 4096 bytes", "greedy": "(--max-state-bytes)"} {
+		if _, err := decide(ctx, conn, name); status.Code(err) != codes.NotFound {
+			t.Errorf("policy %s: %v, want NotFound", name, err)
+		}
+		if !strings.Contains(p.Logs(), want) {
+			t.Errorf("no refusal of %s says %q", name, want)
+		}
+	}
+	if resp, err := decide(ctx, conn, ""); err != nil || resp.Response != "fine" {
+		t.Errorf("default policy: %v, %v", resp, err)
 	}
 }

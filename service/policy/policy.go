@@ -55,6 +55,9 @@ type Options struct {
 	ProtectData bool
 	// Logger receives kumo.log_* and print output; nil discards it.
 	Logger *slog.Logger
+	// MaxStateBytes refuses a policy whose Lua state holds more once its
+	// top level has run (default DefaultMaxStateBytes).
+	MaxStateBytes int
 }
 
 func (o Options) withDefaults() Options {
@@ -185,7 +188,7 @@ func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) 
 		i := int(p.nextP.Add(1)-1) % len(p.near)
 		return &i
 	}
-	first, warnings, err := p.newState(true)
+	first, warnings, err := p.newMeasuredState()
 	if err != nil {
 		return nil, nil, err
 	}
