@@ -108,7 +108,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.Float64Var(&c.decisionSample, "decision-log-sample", 0, "fraction of decisions logged, 0 to 1 (0: none, 1: all)")
 	fs.Float64Var(&c.shadowSample, "shadow-log-sample", 1, "fraction of shadow-mode would-be rewrites logged, 0 to 1")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this `address` (default: no metrics)")
-	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve gRPC over TLS with this PEM certificate `file` (reloaded on SIGHUP)")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve gRPC over TLS with this PEM certificate `file` (reloaded when it changes and on SIGHUP)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this PEM CA `file` (mutual TLS)")
 	fs.StringVar(&c.authTokenFile, "auth-token-file", "", "require \"authorization: Bearer TOKEN\" on every call but health checks; `file` holds one token per line (reloaded on SIGHUP)")

@@ -57,7 +57,7 @@ func BenchmarkCodec(b *testing.B) {
 // flat when decoding is linear.
 func BenchmarkCodecRepeatedConnMeta(b *testing.B) {
 	codec := rewrite.NewCodec(0)
-	for _, n := range []int{1_000, 10_000, 100_000} {
+	for _, n := range []int{1_000, 10_000, 80_000} {
 		data := mem.BufferSlice{mem.SliceBuffer(rewritedtest.RepeatedConnMeta(n))}
 		b.Run(fmt.Sprintf("fields=%d", n), func(b *testing.B) {
 			b.ReportAllocs()

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/rewrited/rewrited/internal/rewritedtest"
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
@@ -407,4 +408,25 @@ func BenchmarkLimit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkTokenCheck is the per-call cost of checking a valid token from
+// the call's headers.
+func BenchmarkTokenCheck(b *testing.B) {
+	file := filepath.Join(b.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("old-token\nnew-token\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	tokens, err := LoadTokens(file, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer new-token"))
+	info := &tap.Info{FullMethodName: rewritev1.RewriteService_RewriteResponse_FullMethodName}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := tokens.tap(ctx, info); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
