@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rewrited/rewrited/internal/rewritedtest"
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy"
 )
@@ -57,26 +57,9 @@ func (l *loads) take() []string {
 	return list
 }
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func open(t *testing.T, cfg Config) (*Registry, *loads, *logBuffer) {
+func open(t *testing.T, cfg Config) (*Registry, *loads, *rewritedtest.LogBuffer) {
 	t.Helper()
-	l, logs := &loads{}, &logBuffer{}
+	l, logs := &loads{}, &rewritedtest.LogBuffer{}
 	cfg.OnLoad = l.record
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	cfg.Options.PoolSize = 2

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -80,6 +79,21 @@ func start(t *testing.T, cfg Config) (*resolver, *grpc.ClientConn) {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return r, conn
+}
+
+// writeTokens writes a tokens file holding content and loads it, logging
+// to logger.
+func writeTokens(t testing.TB, content string, logger *slog.Logger) (*Tokens, string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := LoadTokens(file, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tokens, file
 }
 
 // call asks for a 250 reply with text to be decided by the named policy.
@@ -169,14 +183,7 @@ func TestConcurrencyLimitRefusesAtOnce(t *testing.T) {
 }
 
 func TestBearerToken(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte("# rotation: old and new\nold-token\n\n  new-token  \n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := LoadTokens(file, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokens, file := writeTokens(t, "# rotation: old and new\nold-token\n\n  new-token  \n", slog.New(slog.DiscardHandler))
 	_, conn := start(t, Config{Tokens: tokens})
 	ctx := testContext(t)
 	with := func(auth string) context.Context {
@@ -237,37 +244,12 @@ func TestBearerToken(t *testing.T) {
 	}
 }
 
-// logBuffer is a concurrency-safe log destination.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
-}
-
 // TestClientErrorsAreBounded sends hundreds of bad requests carrying
 // 128 KB of text: each error repeats a bounded part of it, and the info log
 // gets a bounded number of bounded lines.
 func TestClientErrorsAreBounded(t *testing.T) {
-	var logs logBuffer
-	file := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := LoadTokens(file, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var logs rewritedtest.LogBuffer
+	tokens, _ := writeTokens(t, "s3cret\n", slog.New(slog.DiscardHandler))
 	_, conn := start(t, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Tokens: tokens})
 	ctx := testContext(t)
 	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret")
@@ -292,7 +274,7 @@ func TestClientErrorsAreBounded(t *testing.T) {
 		}
 	}
 	elapsed := time.Since(begin)
-	lines := logs.lines()
+	lines := logs.Lines()
 	limit := clientErrorLogBurst + int(elapsed.Seconds()*clientErrorLogsPerSecond) + 1
 	if len(lines) == 0 || len(lines) > limit {
 		t.Errorf("%d calls logged %d lines in %v, want 1 to %d", calls, len(lines), elapsed, limit)
@@ -312,15 +294,9 @@ func TestClientErrorsAreBounded(t *testing.T) {
 // TestTokenFileWarnings: a token no client can send (a byte-order mark, a
 // tab) is warned about by line, without its content.
 func TestTokenFileWarnings(t *testing.T) {
-	var logs logBuffer
-	file := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte("\ufeffbom-token\n# comment\ntab\ttoken\ngood-token\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := LoadTokens(file, slog.New(slog.NewJSONHandler(&logs, nil))); err != nil {
-		t.Fatal(err)
-	}
-	lines := logs.lines()
+	var logs rewritedtest.LogBuffer
+	writeTokens(t, "\ufeffbom-token\n# comment\ntab\ttoken\ngood-token\n", slog.New(slog.NewJSONHandler(&logs, nil)))
+	lines := logs.Lines()
 	if len(lines) != 2 || !strings.Contains(lines[0], `"line":1,`) || !strings.Contains(lines[1], `"line":3,`) {
 		t.Errorf("warnings %q, want lines 1 and 3", lines)
 	}
@@ -355,14 +331,7 @@ func (c *countingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // refused from its headers and never reaches the codec; with one it is
 // decoded once and answered.
 func TestUnauthenticatedRequestIsNotDecoded(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := LoadTokens(file, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokens, _ := writeTokens(t, "s3cret\n", slog.New(slog.DiscardHandler))
 	codec := &countingCodec{Codec: rewrite.NewCodec(DefaultMaxRequestBytes)}
 	_, conn := start(t, Config{Tokens: tokens, Options: []grpc.ServerOption{grpc.ForceServerCodecV2(codec)}})
 	ctx := testContext(t)
@@ -382,7 +351,7 @@ func TestUnauthenticatedRequestIsNotDecoded(t *testing.T) {
 		t.Errorf("the codec decoded %d unauthenticated requests", n)
 	}
 	var resp rewritev1.RewriteResponseResponse
-	err = conn.Invoke(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret"), method, rewritedtest.Raw(b), &resp)
+	err := conn.Invoke(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret"), method, rewritedtest.Raw(b), &resp)
 	if err != nil || resp.Status != 250 || resp.Response != "OK" {
 		t.Errorf("with the token: %v, %v", &resp, err)
 	}
@@ -413,14 +382,7 @@ func BenchmarkLimit(b *testing.B) {
 // BenchmarkTokenCheck is the per-call cost of checking a valid token from
 // the call's headers.
 func BenchmarkTokenCheck(b *testing.B) {
-	file := filepath.Join(b.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte("old-token\nnew-token\n"), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	tokens, err := LoadTokens(file, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
+	tokens, _ := writeTokens(b, "old-token\nnew-token\n", slog.New(slog.DiscardHandler))
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer new-token"))
 	info := &tap.Info{FullMethodName: rewritev1.RewriteService_RewriteResponse_FullMethodName}
 	b.ReportAllocs()
