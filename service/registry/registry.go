@@ -138,7 +138,7 @@ func (r *Registry) Reload() error {
 	}
 	for _, s := range found {
 		prev := old[s.name]
-		if s.err == nil && prev != nil && prev.File() == s.file && prev.Options().Shadow == s.shadow && prev.Version() == policy.Version(s.src) {
+		if s.err == nil && prev != nil && prev.File() == s.file && prev.Options().Shadow == s.shadow && !prev.Stale(s.src) {
 			next[s.name] = prev
 			continue
 		}

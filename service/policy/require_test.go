@@ -1,0 +1,309 @@
+package policy_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rewrited/rewrited/service/policy"
+)
+
+// tree writes files (paths relative to a new temporary folder, "{{dir}}" in
+// a file replaced by that folder) and returns the folder.
+func tree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(strings.ReplaceAll(body, "{{dir}}", dir)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// answer is a handler that returns, as the reply text, the value the top
+// level left in the global `result`.
+const answer = "\nkumo.on('smtp_server_rewrite_response', function() return 250, tostring(result) end)\n"
+
+func compileTree(t *testing.T, dir string, opts policy.Options) (*policy.Policy, []policy.Warning, error) {
+	t.Helper()
+	file := filepath.Join(dir, "policy", "init.lua")
+	src, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.LuaPath == "" {
+		opts.LuaPath = filepath.Join(dir, "share", "?.lua") + ";" + filepath.Join(dir, "share", "?", "init.lua")
+	}
+	p, warnings, err := policy.Compile(file, src, opts)
+	if p != nil {
+		t.Cleanup(p.Close)
+	}
+	return p, warnings, err
+}
+
+func TestRequire(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  string   // the reply text the policy's result gives
+		errs  []string // a load error containing each of these
+	}{
+		{
+			name: "kumo and its submodules are the state's own",
+			files: map[string]string{"policy/init.lua": `
+local k = require 'kumo'
+result = tostring(k == kumo) .. ' ' .. tostring(require('kumo.string') == kumo.string) .. ' ' ..
+  tostring(require('kumo.regex') == kumo.regex) .. ' ' .. tostring(require 'kumo.serde' == kumo.serde) .. ' ' ..
+  tostring(package.loaded.kumo == kumo)` + answer},
+			want: "true true true true true",
+		},
+		{
+			name: "the policy folder comes before --lua-path",
+			files: map[string]string{
+				"policy/init.lua":       `result = require('m').where .. ' ' .. require('pkg').where .. ' ' .. require('extras.deep').where` + answer,
+				"policy/m.lua":          `return {where = 'policy'}`,
+				"share/m.lua":           `return {where = 'share'}`,
+				"share/pkg/init.lua":    `return {where = 'share init'}`,
+				"share/extras/deep.lua": `return {where = 'dotted'}`,
+			},
+			want: "policy share init dotted",
+		},
+		{
+			name: "a module runs once per state and gets its name and file",
+			files: map[string]string{
+				"policy/init.lua": `
+local a = require 'counted'
+local b = require 'counted'
+result = tostring(a == b) .. ' ' .. loads .. ' ' .. a.name .. ' ' .. a.file:gsub('.*/', '')` + answer,
+				"share/counted.lua": `loads = (loads or 0) + 1
+local name, file = ...
+return {name = name, file = file}`,
+			},
+			want: "true 1 counted counted.lua",
+		},
+		{
+			name: "templates the policy adds to package.path are searched last",
+			files: map[string]string{
+				"policy/init.lua": `package.path = '{{dir}}/extra/?.lua;' .. package.path
+result = require('m').where .. ' ' .. require('only_extra').where` + answer,
+				"share/m.lua":          `return {where = 'share'}`,
+				"extra/m.lua":          `return {where = 'extra'}`,
+				"extra/only_extra.lua": `return {where = 'extra'}`,
+			},
+			want: "share extra",
+		},
+		{
+			name: "package.preload and package.loaded are honoured",
+			files: map[string]string{"policy/init.lua": `
+package.preload.virtual = function(name) return {name = name} end
+package.loaded.preset = 'preset value'
+result = require('virtual').name .. ' ' .. require('preset') .. ' ' ..
+  tostring(package.loaded.string == string) .. ' ' .. tostring(package.loaded.os == os)` + answer},
+			want: "virtual preset value true true",
+		},
+		{
+			name: "dofile runs a file under the policy folder and returns its values",
+			files: map[string]string{
+				"policy/init.lua":     `local a, b = dofile('{{dir}}/policy/settings.lua') result = a .. b` + answer,
+				"policy/settings.lua": `return 'one', 'two'`,
+			},
+			want: "onetwo",
+		},
+		{
+			name: "os gives the environment and clocks",
+			files: map[string]string{"policy/init.lua": `
+result = tostring(os.getenv('REWRITED_REQUIRE_TEST')) .. ' ' .. tostring(os.getenv('REWRITED_UNSET_VARIABLE')) .. ' ' ..
+  os.date('!%Y-%m-%d %H:%M:%S', 86400 * 365) .. ' ' .. os.difftime(10, 4) .. ' ' .. type(os.time()) .. ' ' .. type(os.clock())` + answer},
+			want: "from the environment nil 1971-01-01 00:00:00 6 number number",
+		},
+		{
+			name: "a KumoMTA feature test finds nil and a configuration builder is inert",
+			files: map[string]string{"policy/init.lua": `
+local ok, v = pcall(kumo.make_queue_config, {max_age = '1 day'})
+result = tostring(kumo.dns) .. ' ' .. tostring(ok) .. ' ' .. type(v) .. ' ' .. tostring(_VALIDATING_CONFIG)` + answer},
+			want: "nil true table nil",
+		},
+		{
+			name:  "a missing module names every place searched",
+			files: map[string]string{"policy/init.lua": `require 'policy-extras.nowhere'` + answer},
+			errs: []string{"init.lua:1: module 'policy-extras.nowhere' not found:", "no field package.preload['policy-extras.nowhere']",
+				"policy/policy-extras/nowhere.lua'", "policy/policy-extras/nowhere/init.lua'", "share/policy-extras/nowhere.lua'", "share/policy-extras/nowhere/init.lua'"},
+		},
+		{
+			name:  "a kumo submodule rewrited lacks is named",
+			files: map[string]string{"policy/init.lua": `require 'kumo.dns'` + answer},
+			errs:  []string{"module 'kumo.dns' not found: kumo.dns is not available in rewrited"},
+		},
+		{
+			name: "a require loop is an error",
+			files: map[string]string{
+				"policy/init.lua": `require 'a'` + answer,
+				"share/a.lua":     `require 'b'`,
+				"share/b.lua":     `require 'a'`,
+			},
+			errs: []string{"loop or previous error loading module 'a'"},
+		},
+		{
+			name: "a module that does not compile names the module and its line",
+			files: map[string]string{
+				"policy/init.lua":  `require 'broken'` + answer,
+				"share/broken.lua": "local x = 1\nlocal = 2\n",
+			},
+			errs: []string{"error loading module 'broken' from file '", "broken.lua:2:"},
+		},
+		{
+			name: "dofile refuses a file outside the policy's folders",
+			files: map[string]string{
+				"policy/init.lua": `dofile('{{dir}}/outside/x.lua')` + answer,
+				"outside/x.lua":   `return 1`,
+			},
+			errs: []string{"dofile: ", "outside/x.lua is outside the folders a policy may read"},
+		},
+		{
+			name: "a template the policy adds finds .lua files only",
+			files: map[string]string{
+				"policy/init.lua": `package.path = '{{dir}}/outside/?;' .. package.path
+require 'secret'` + answer,
+				"outside/secret": `return 1`,
+			},
+			errs: []string{"secret' (only .lua files are searched through templates a policy adds)"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("REWRITED_REQUIRE_TEST", "from the environment")
+			dir := tree(t, tc.files)
+			p, _, err := compileTree(t, dir, policy.Options{})
+			if len(tc.errs) > 0 {
+				if err == nil {
+					t.Fatal("loaded, want a load error")
+				}
+				for _, want := range tc.errs {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("load error %q does not contain %q", err, want)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := p.Evaluate(context.Background(), dataInput()); d.Response != tc.want || d.Err != nil {
+				t.Fatalf("got %q (%v), want %q", d.Response, d.Err, tc.want)
+			}
+		})
+	}
+}
+
+// TestModulesPerState checks that a state built after the first runs the
+// modules the first one found, without reading them again.
+func TestModulesPerState(t *testing.T) {
+	dir := tree(t, map[string]string{
+		"policy/init.lua": `local m = require 'mod'` + "\nkumo.on('smtp_server_rewrite_response', function() return 250, m.text end)\n",
+		"share/mod.lua":   `return {text = 'first'}`,
+	})
+	p, _, err := compileTree(t, dir, policy.Options{PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "share", "mod.lua")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Warm(); err != nil {
+		t.Fatal(err)
+	}
+	if d := p.Evaluate(context.Background(), dataInput()); d.Response != "first" {
+		t.Fatalf("got %q (%v)", d.Response, d.Err)
+	}
+	if got := p.Modules(); len(got) != 1 || filepath.Base(got[0]) != "mod.lua" {
+		t.Errorf("Modules() = %q", got)
+	}
+}
+
+func TestModuleVersions(t *testing.T) {
+	dir := tree(t, map[string]string{
+		"policy/init.lua": `local m = require 'mod'` + answer,
+		"share/mod.lua":   `return {}`,
+	})
+	p, _, err := compileTree(t, dir, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(dir, "policy", "init.lua"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Version() == policy.Version(src) {
+		t.Error("the version does not cover the module")
+	}
+	if p.Stale(src) {
+		t.Error("Stale before any change")
+	}
+	if !p.Stale(append(src, '\n')) {
+		t.Error("not Stale after the policy changed")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "share", "mod.lua"), []byte("return {1}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Stale(src) {
+		t.Error("not Stale after its module changed")
+	}
+	q, _, err := compileTree(t, dir, policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Version() == p.Version() {
+		t.Error("editing the module kept the version")
+	}
+	if err := os.Remove(filepath.Join(dir, "share", "mod.lua")); err != nil {
+		t.Fatal(err)
+	}
+	if !q.Stale(src) {
+		t.Error("not Stale after its module was removed")
+	}
+}
+
+func TestKumoCompatibilityWarnings(t *testing.T) {
+	dir := tree(t, map[string]string{"policy/init.lua": `
+kumo.configure_local_logs {log_dir = '/var/log/kumo'}
+kumo.configure_local_logs {log_dir = '/var/log/kumo'}
+local ok = pcall(kumo.make_queue_config, {})
+kumo.on('init', function() kumo.start_esmtp_listener {} end)
+kumo.on('smtp_server_rewrite_response', function(status, response)
+  if kumo.dns then
+    return 250, kumo.dns.lookup_ptr(response)
+  end
+  return 250, kumo.string.no_such_helper(response) or _VALIDATING_CONFIG
+end)
+`})
+	p, warnings, err := compileTree(t, dir, policy.Options{Validating: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range warnings {
+		got = append(got, filepath.Base(w.File)+":"+strconv.Itoa(w.Line)+": "+w.Message)
+	}
+	want := []string{
+		"init.lua:2: kumo.configure_local_logs does nothing in rewrited (a KumoMTA configuration function): it returns an empty table",
+		"init.lua:4: kumo.make_queue_config does nothing in rewrited (a KumoMTA configuration function): it returns an empty table",
+		"init.lua:5: handler for event 'init' is ignored: rewrited runs only smtp_server_rewrite_response",
+		"init.lua:7: the smtp_server_rewrite_response handler uses kumo.dns, but rewrited has no kumo.dns: it reads as nil, and using it fails",
+		"init.lua:8: the smtp_server_rewrite_response handler uses kumo.dns.lookup_ptr, but rewrited has no kumo.dns: it reads as nil, and using it fails",
+		"init.lua:10: the smtp_server_rewrite_response handler uses kumo.string.no_such_helper, but rewrited has no kumo.string.no_such_helper: it reads as nil, and using it fails",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	d := p.Evaluate(context.Background(), dataInput())
+	if d.Err == nil || !strings.Contains(d.Err.Error(), "init.lua:10: kumo.string.no_such_helper is not available in rewrited") {
+		t.Errorf("evaluation error %v, want one naming kumo.string.no_such_helper", d.Err)
+	}
+}
