@@ -210,8 +210,11 @@ type frame struct {
 }
 
 // resolve says whether name is a local, an upvalue or a global of the
-// frame, and gives its value.
-func (f frame) resolve(name string) (kind string, v lua.LValue) {
+// frame, and gives its value; ok is false when that cannot be told.
+// gopher-lua does not see a local at the very instruction that starts its
+// scope, so a name the function declares as a local anywhere, but that is
+// not visible here, stays in doubt.
+func (f frame) resolve(name string) (kind string, v lua.LValue, ok bool) {
 	kind, v = "", lua.LNil
 	for no := 1; ; no++ {
 		local, value := f.L.GetLocal(f.dbg, no)
@@ -223,17 +226,22 @@ func (f frame) resolve(name string) (kind string, v lua.LValue) {
 		}
 	}
 	if kind != "" {
-		return kind, v
+		return kind, v, true
+	}
+	for _, local := range f.fn.Proto.DbgLocals {
+		if local.Name == name {
+			return "", lua.LNil, false
+		}
 	}
 	for no := 1; no <= len(f.fn.Upvalues); no++ {
 		if up, value := f.L.GetUpvalue(f.fn, no); up == name {
-			return "upvalue", value
+			return "upvalue", value, true
 		}
 	}
 	if f.fn.Env != nil {
-		return "global", f.fn.Env.RawGetString(name)
+		return "global", f.fn.Env.RawGetString(name), true
 	}
-	return "global", lua.LNil
+	return "", lua.LNil, false
 }
 
 // describe is Lua 5.4's name for the value of e: "global 'x'", "local
@@ -241,8 +249,9 @@ func (f frame) resolve(name string) (kind string, v lua.LValue) {
 func (f frame) describe(e ast.Expr) string {
 	switch e := e.(type) {
 	case *ast.IdentExpr:
-		kind, _ := f.resolve(e.Value)
-		return kind + " '" + e.Value + "'"
+		if kind, _, ok := f.resolve(e.Value); ok {
+			return kind + " '" + e.Value + "'"
+		}
 	case *ast.AttrGetExpr:
 		if key, ok := e.Key.(*ast.StringExpr); ok {
 			return "field '" + key.Value + "'"
@@ -255,8 +264,8 @@ func (f frame) describe(e ast.Expr) string {
 func (f frame) eval(e ast.Expr) (lua.LValue, bool) {
 	switch e := e.(type) {
 	case *ast.IdentExpr:
-		_, v := f.resolve(e.Value)
-		return v, true
+		_, v, ok := f.resolve(e.Value)
+		return v, ok
 	case *ast.AttrGetExpr:
 		key, ok := e.Key.(*ast.StringExpr)
 		if !ok {
@@ -295,8 +304,8 @@ func (f frame) isKumo(e ast.Expr) bool {
 		case *ast.AttrGetExpr:
 			e = x.Object
 		case *ast.IdentExpr:
-			_, v := f.resolve(x.Value)
-			return v == f.kumo
+			_, v, ok := f.resolve(x.Value)
+			return ok && v == f.kumo
 		default:
 			return false
 		}

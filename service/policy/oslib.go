@@ -122,8 +122,9 @@ func osDate(L *lua.LState) int {
 	if L.Get(2) != lua.LNil {
 		when = time.Unix(checkTime(L, 2), 0)
 	}
+	utc := false
 	if f, ok := strings.CutPrefix(format, "!"); ok {
-		format, when = f, when.UTC()
+		format, when, utc = f, when.UTC(), true
 	} else {
 		when = when.Local()
 	}
@@ -141,9 +142,13 @@ func osDate(L *lua.LState) int {
 		}
 		spec, n := dateConversion(format[i+1:])
 		if n == 0 {
-			L.ArgError(1, "invalid conversion specifier '%"+format[i+1:min(len(format), i+3)]+"'")
+			L.RaiseError("bad argument #1 to 'os.date' (invalid conversion specifier '%%%s')", format[i+1:])
 		}
 		i += n
+		if spec == "Z" && utc {
+			b.WriteString("GMT") // what C's strftime names gmtime's zone
+			continue
+		}
 		b.WriteString(strftime.Format("%"+spec, when))
 	}
 	L.Push(lua.LString(b.String()))

@@ -3,6 +3,7 @@ package policy_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -305,5 +306,110 @@ end)
 	d := p.Evaluate(context.Background(), dataInput())
 	if d.Err == nil || !strings.Contains(d.Err.Error(), "init.lua:10: kumo.string.no_such_helper is not available in rewrited") {
 		t.Errorf("evaluation error %v, want one naming kumo.string.no_such_helper", d.Err)
+	}
+}
+
+// luaMessage runs src in the real Lua 5.4 interpreter as file name and
+// returns its error message without the interpreter's name, or "" when
+// lua5.4 is not installed.
+func luaMessage(t *testing.T, name, src string) string {
+	t.Helper()
+	lua, err := exec.LookPath("lua5.4")
+	if err != nil {
+		return ""
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(lua, name)
+	cmd.Dir = dir
+	out, _ := cmd.CombinedOutput()
+	first, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimPrefix(first, lua+": ")
+}
+
+// TestErrorNames checks the messages of calling and indexing what cannot be
+// called or indexed. Each expected message is Lua 5.4's, checked against the
+// lua5.4 interpreter when it is installed; when the line leaves the
+// variable in doubt, rewrited names none rather than risk a wrong one.
+func TestErrorNames(t *testing.T) {
+	for _, tc := range []struct {
+		name, src, want string
+		ambiguous       bool // Lua 5.4 names the variable; rewrited does not
+	}{
+		{"call a missing global", "local x = 1\nundefined_function(x)\n", "t.lua:2: attempt to call a nil value (global 'undefined_function')", false},
+		{"call a missing field", "local t = {}\nt.missing()\n", "t.lua:2: attempt to call a nil value (field 'missing')", false},
+		{"call a missing method", "local t = {}\nt:missing()\n", "t.lua:2: attempt to call a nil value (method 'missing')", false},
+		{"call a number", "local n = 5\nn()\n", "t.lua:2: attempt to call a number value (local 'n')", false},
+		{"call a string", "local s = 'x'\ns()\n", "t.lua:2: attempt to call a string value (local 's')", false},
+		{"call a boolean field", "local t = {flag = true}\nt.flag()\n", "t.lua:2: attempt to call a boolean value (field 'flag')", false},
+		{"index a missing global", "print(undefined_table.field)\n", "t.lua:1: attempt to index a nil value (global 'undefined_table')", false},
+		{"index a nil local", "local x\nprint(x.y)\n", "t.lua:2: attempt to index a nil value (local 'x')", false},
+		{"assign into a nil local", "local x\nx.y = 1\n", "t.lua:2: attempt to index a nil value (local 'x')", false},
+		{"index a nil field", "local a = {}\nprint(a.b.c)\n", "t.lua:2: attempt to index a nil value (field 'b')", false},
+		{"index a nil upvalue", "local u\nlocal function f() return u.x end\nf()\n", "t.lua:2: attempt to index a nil value (upvalue 'u')", false},
+		{"index a number", "local n = 1\nprint(n.x)\n", "t.lua:2: attempt to index a number value (local 'n')", false},
+		{"the one of two that is nil", "local a, b = {}, nil\nprint(a.x, b.x)\n", "t.lua:2: attempt to index a nil value (local 'b')", false},
+		{"two nil candidates", "local a, b = nil, nil\nprint(a.x, b.x)\n", "t.lua:2: attempt to index a nil value", true},
+		{"a method call on nil", "local obj = {}\nobj.inner:go()\n", "t.lua:2: attempt to index a nil value (field 'inner')", false},
+		{"a local at the first instruction of its scope", "local obj\nobj:go()\n", "t.lua:2: attempt to index a nil value", true},
+		{"a removed loader", "loadstring('return 1')\n", "t.lua:1: attempt to call a nil value (global 'loadstring')", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if oracle := luaMessage(t, "t.lua", tc.src); oracle != "" {
+				want := tc.want
+				if tc.ambiguous {
+					if !strings.HasPrefix(oracle, want+" (") {
+						t.Fatalf("lua5.4 says %q, which does not start with %q", oracle, want)
+					}
+				} else if oracle != want {
+					t.Fatalf("lua5.4 says %q, the test expects %q", oracle, want)
+				}
+			}
+			_, _, err := policy.Compile("t.lua", []byte(tc.src), policy.Options{})
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestOSDate checks os.date and os.time against Lua 5.4: the expected values
+// are lua5.4's, and are checked against it when it is installed. UTC
+// formats ('!') keep the test independent of the machine's time zone.
+func TestOSDate(t *testing.T) {
+	for _, tc := range []struct{ expr, want string }{
+		{`os.date('!%c', 1700000000)`, "Tue Nov 14 22:13:20 2023"},
+		{`os.date('!%x %X %p %I', 1700000000)`, "11/14/23 22:13:20 PM 10"},
+		{`os.date('!%a %A %b %B %h', 1700000000)`, "Tue Tuesday Nov November Nov"},
+		{`os.date('!%C %y %G %g %V %U %W %j %u %w', 1700000000)`, "20 23 2023 23 46 46 46 318 2 2"},
+		{`os.date('!%D %F %R %T %e', 1700000000)`, "11/14/23 2023-11-14 22:13 22:13:20 14"},
+		{`os.date('!%Ec %OH %Ey', 1700000000)`, "Tue Nov 14 22:13:20 2023 22 23"},
+		{`os.date('!%z %Z %%', 1700000000)`, "+0000 GMT %"},
+		{`(select(2, pcall(os.date, '!%Ez', 0)):gsub('^[^:]*:%d+: ', ''))`, "bad argument #1 to 'os.date' (invalid conversion specifier '%Ez')"},
+		{`(select(2, pcall(os.date, '%Ox %H', 0)):gsub('^[^:]*:%d+: ', ''))`, "bad argument #1 to 'os.date' (invalid conversion specifier '%Ox %H')"},
+		{`(select(2, pcall(os.date, 'trailing %', 0)):gsub('^[^:]*:%d+: ', ''))`, "bad argument #1 to 'os.date' (invalid conversion specifier '%')"},
+		{`(function() local t = os.date('!*t', 1700000000) return table.concat({t.year, t.month, t.day, t.hour, t.min, t.sec, t.wday, t.yday, tostring(t.isdst)}, ' ') end)()`, "2023 11 14 22 13 20 3 318 false"},
+		{`(function() local t = {year = 2023, month = 14, day = 1, hour = 0} os.time(t) return t.year .. ' ' .. t.month .. ' ' .. t.yday end)()`, "2024 2 32"},
+		{`os.time{year = 2023, month = 1, day = 1, hour = 12} - os.time{year = 2023, month = 1, day = 1}`, "0"},
+		{`os.date('!%H:%M', os.time{year = 2023, month = 6, day = 1, hour = 9, min = 5} - os.time{year = 2023, month = 6, day = 1, hour = 0})`, "09:05"},
+		{`(select(2, pcall(os.time, {year = 2023})):gsub('^[^:]*:%d+: ', ''))`, "field 'month' missing in date table"},
+		{`os.difftime(1700000060, 1700000000)`, "60"},
+	} {
+		t.Run(tc.expr, func(t *testing.T) {
+			src := "io.write(tostring(" + tc.expr + "))"
+			if lua, err := exec.LookPath("lua5.4"); err == nil {
+				out, err := exec.Command(lua, "-e", src).CombinedOutput()
+				got := strings.TrimSuffix(string(out), ".0") // 5.4 prints float differences as 60.0
+				if err != nil || got != tc.want {
+					t.Fatalf("lua5.4 gives %q (%v), the test expects %q", out, err, tc.want)
+				}
+			}
+			p := compile(t, "result = tostring("+tc.expr+")"+answer, policy.Options{})
+			if d := p.Evaluate(context.Background(), dataInput()); d.Response != tc.want {
+				t.Fatalf("got %q (%v), want %q", d.Response, d.Err, tc.want)
+			}
+		})
 	}
 }
