@@ -119,9 +119,9 @@ func (r *Registry) Close() {
 	}
 }
 
-// Reload scans the files again and swaps in what changed: a changed file is
-// compiled and warmed before the swap, a removed file stops being served,
-// an unchanged one keeps its policy. A policy that fails to load keeps its
+// Reload scans the files again and swaps in what changed: a changed file,
+// or one whose modules changed, is compiled and warmed before the swap, a
+// removed file stops being served, an unchanged one keeps its policy. A policy that fails to load keeps its
 // old version; the failures are returned joined. The replaced policies are
 // closed after the swap, so evaluations already running on them finish.
 func (r *Registry) Reload() error {
