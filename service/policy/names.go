@@ -18,11 +18,35 @@ import (
 // the syntax tree, and a name is given only when every one that could have
 // failed, judged by the values the variables hold now, has the same name.
 
-// siteIndex locates, by line, the calls, indexings and functions of a chunk.
+// siteIndex locates, by line, the calls, indexings, operands and functions
+// of a chunk.
 type siteIndex struct {
 	calls     map[int][]*ast.FuncCallExpr
 	indexes   map[int][]indexSite
 	functions map[int]*ast.FunctionExpr
+	// operands of .., of arithmetic and of #, by operator kind
+	operands map[operator]map[int][]ast.Expr
+}
+
+// operator is a kind of operation whose operand may be what failed.
+type operator int
+
+const (
+	concatenate operator = iota
+	arithmetic
+	length
+)
+
+// operatorErrors are Lua 5.4's verbs for each operator, and the metamethods
+// that raise them.
+var operatorErrors = []struct {
+	op     operator
+	verb   string
+	events []string
+}{
+	{concatenate, "concatenate", []string{"__concat"}},
+	{arithmetic, "perform arithmetic on", []string{"__add", "__sub", "__mul", "__div", "__mod", "__pow", "__unm"}},
+	{length, "get length of", []string{"__len"}},
 }
 
 // indexSite is obj[key] in the source, a method call's receiver included.
@@ -34,7 +58,8 @@ type indexSite struct {
 // index returns the chunk's sites, parsing its source the first time.
 func (c *chunk) index() *siteIndex {
 	c.once.Do(func() {
-		c.sites = &siteIndex{calls: map[int][]*ast.FuncCallExpr{}, indexes: map[int][]indexSite{}, functions: map[int]*ast.FunctionExpr{}}
+		c.sites = &siteIndex{calls: map[int][]*ast.FuncCallExpr{}, indexes: map[int][]indexSite{}, functions: map[int]*ast.FunctionExpr{},
+			operands: map[operator]map[int][]ast.Expr{concatenate: {}, arithmetic: {}, length: {}}}
 		stmts, err := parse.Parse(bytes.NewReader(c.src), c.file)
 		if err != nil {
 			return
@@ -70,9 +95,23 @@ func (x *siteIndex) add(stmts []ast.Stmt) {
 			if _, dup := x.functions[e.Line()]; !dup {
 				x.functions[e.Line()] = e
 			}
+		case *ast.StringConcatOpExpr:
+			x.addOperands(concatenate, lines(e), e.Lhs, e.Rhs)
+		case *ast.ArithmeticOpExpr:
+			x.addOperands(arithmetic, lines(e), e.Lhs, e.Rhs)
+		case *ast.UnaryMinusOpExpr:
+			x.addOperands(arithmetic, lines(e), e.Expr)
+		case *ast.UnaryLenOpExpr:
+			x.addOperands(length, lines(e), e.Expr)
 		}
 		return true
 	})
+}
+
+func (x *siteIndex) addOperands(op operator, lines []int, operands ...ast.Expr) {
+	for _, line := range lines {
+		x.operands[op][line] = append(x.operands[op][line], operands...)
+	}
 }
 
 // function returns the function defined at line.
@@ -91,6 +130,39 @@ func (s *state) nameErrors() {
 	}
 	if mt, ok := L.GetMetatable(lua.LString("")).(*lua.LTable); ok {
 		mt.RawSetString("__call", L.NewFunction(s.callError))
+	}
+	for _, v := range []lua.LValue{lua.LNil, lua.LFalse} {
+		mt := L.GetMetatable(v).(*lua.LTable)
+		for _, oe := range operatorErrors {
+			fn := L.NewFunction(s.operandError(oe.op, oe.verb))
+			for _, event := range oe.events {
+				mt.RawSetString(event, fn)
+			}
+		}
+	}
+}
+
+// operandError raises Lua 5.4's message for an operand of op that has no
+// meaning there: the first one that is not a number (or, for .., a string).
+func (s *state) operandError(op operator, verb string) lua.LGFunction {
+	return func(L *lua.LState) int {
+		bad := L.Get(1)
+		if op != length {
+			if _, ok := bad.(lua.LNumber); ok {
+				bad = L.Get(2)
+			} else if _, ok := bad.(lua.LString); ok && op == concatenate {
+				bad = L.Get(2)
+			}
+		}
+		name, _ := s.nameSite(L, bad.Type(), func(x *siteIndex, line int) []site {
+			var out []site
+			for _, e := range x.operands[op][line] {
+				out = append(out, site{expr: e})
+			}
+			return out
+		})
+		L.RaiseError("attempt to %s a %s value%s", verb, bad.Type(), name)
+		return 0
 	}
 }
 
@@ -275,8 +347,28 @@ func (f frame) eval(e ast.Expr) (lua.LValue, bool) {
 		return f.field(obj, known, key.Value)
 	case *ast.NilExpr:
 		return lua.LNil, true
+	case *ast.TrueExpr:
+		return lua.LTrue, true
+	case *ast.FalseExpr:
+		return lua.LFalse, true
+	case *ast.NumberExpr:
+		return lua.LNumber(0), true
+	case *ast.StringExpr:
+		return lua.LString(e.Value), true
+	case *ast.StringConcatOpExpr:
+		// Strings and numbers concatenate to a string without a metamethod.
+		lhs, lok := f.eval(e.Lhs)
+		rhs, rok := f.eval(e.Rhs)
+		if lok && rok && concatenable(lhs) && concatenable(rhs) {
+			return lua.LString(""), true
+		}
 	}
 	return lua.LNil, false
+}
+
+func concatenable(v lua.LValue) bool {
+	t := v.Type()
+	return t == lua.LTString || t == lua.LTNumber
 }
 
 // field returns obj[key] when it can be read without running a

@@ -354,6 +354,14 @@ func TestErrorNames(t *testing.T) {
 		{"two nil candidates", "local a, b = nil, nil\nprint(a.x, b.x)\n", "t.lua:2: attempt to index a nil value", true},
 		{"a method call on nil", "local obj = {}\nobj.inner:go()\n", "t.lua:2: attempt to index a nil value (field 'inner')", false},
 		{"a local at the first instruction of its scope", "local obj\nobj:go()\n", "t.lua:2: attempt to index a nil value", true},
+		{"concatenate a nil local", "local x\nprint('a' .. x)\n", "t.lua:2: attempt to concatenate a nil value (local 'x')", false},
+		{"concatenate a nil field", "local t = {}\nprint(t.name .. 'a' .. 'b')\n", "t.lua:2: attempt to concatenate a nil value (field 'name')", false},
+		{"arithmetic on a nil local", "local x\nprint(x + 1)\n", "t.lua:2: attempt to perform arithmetic on a nil value (local 'x')", false},
+		{"negate a nil local", "local x\nprint(-x)\n", "t.lua:2: attempt to perform arithmetic on a nil value (local 'x')", false},
+		{"arithmetic on a constant", "print(1 + true)\n", "t.lua:1: attempt to perform arithmetic on a boolean value", false},
+		{"arithmetic on a nil field", "local t = {}\nprint(t.n * 2)\n", "t.lua:2: attempt to perform arithmetic on a nil value (field 'n')", false},
+		{"length of a nil local", "local x\nprint(#x)\n", "t.lua:2: attempt to get length of a nil value (local 'x')", false},
+		{"a call result in doubt", "local function f() end\nlocal x = 1\nprint(x .. f())\n", "t.lua:3: attempt to concatenate a nil value", false},
 		{"a removed loader", "loadstring('return 1')\n", "t.lua:1: attempt to call a nil value (global 'loadstring')", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
