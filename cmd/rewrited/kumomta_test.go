@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rewrited/rewrited/internal/rewritedtest"
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 )
 
 // kumoLuaPath finds the test's KumoMTA-style helper modules as a host with
@@ -87,5 +93,55 @@ func TestKumoMTAMemoizedModule(t *testing.T) {
 		if code != 0 || !strings.HasPrefix(stdout, tc.want+"\n") {
 			t.Errorf("exit %d\nstdout:\n%s\nwant it to start with:\n%s\nstderr: %s", code, stdout, tc.want, stderr)
 		}
+	}
+}
+
+// TestServeKumoMTAPolicyReloadsModules serves the KumoMTA-style policy with
+// its helper modules in another folder, edits one module, and expects the
+// policy to answer with the new code and a new version.
+func TestServeKumoMTAPolicyReloadsModules(t *testing.T) {
+	share := filepath.Join(t.TempDir(), "share")
+	if err := os.CopyFS(share, os.DirFS("testdata/kumomta/share")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("REWRITED_TEST_ENVIRONMENT", "production")
+	p := rewritedtest.Start(t, "--policy", "testdata/kumomta/init.lua", "--lua-path", filepath.Join(share, "?.lua"), "--eval-timeout", evalSlack)
+	client := rewritev1.NewRewriteServiceClient(dial(t, p.Addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	data := "DATA"
+	ask := func() *rewritev1.RewriteResponseResponse {
+		t.Helper()
+		resp, err := client.RewriteResponse(ctx, &rewritev1.RewriteResponseRequest{Status: 250, Response: "OK", Command: &data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	first := ask()
+	if first.Response != "super fantastic!\nOK" || !first.Rewritten {
+		t.Fatalf("got %v\nlogs:\n%s", first, p.Logs())
+	}
+	utils := filepath.Join(share, "policy-extras", "site_utils.lua")
+	src, err := os.ReadFile(utils)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(src), "return command == 'DATA'", "return command == 'NEVER'", 1)
+	if err := os.WriteFile(utils, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp := ask()
+		if !resp.Rewritten {
+			if resp.PolicyVersion == first.PolicyVersion {
+				t.Errorf("the module changed the answer but not the version %s", resp.PolicyVersion)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the edited module was never loaded\nlogs:\n%s", p.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
