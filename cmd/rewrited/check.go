@@ -12,8 +12,10 @@ import (
 // runCheck loads every file and prints FILE:LINE: message for each problem.
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("check", stderr)
+	luaPath := luaPathFlag(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: rewrited check FILE...\n\nLoads each policy file as `rewrited serve` would and reports problems as FILE:LINE: message.")
+		fmt.Fprintln(stderr, "Usage: rewrited check [--lua-path TEMPLATES] FILE...\n\nLoads each policy file as `rewrited serve` would, with the global _VALIDATING_CONFIG set to true, and reports problems as FILE:LINE: message.\n\nFlags:")
+		fs.PrintDefaults()
 	}
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
@@ -24,7 +26,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	status := 0
 	for _, file := range fs.Args() {
-		warnings, err := checkFile(file)
+		warnings, err := checkFile(file, *luaPath)
 		for _, w := range warnings {
 			fmt.Fprintln(stdout, w)
 		}
@@ -36,7 +38,7 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	return status
 }
 
-func checkFile(file string) ([]policy.Warning, error) {
+func checkFile(file, luaPath string) ([]policy.Warning, error) {
 	src, err := os.ReadFile(file)
 	if err != nil {
 		var pathErr *os.PathError
@@ -45,7 +47,7 @@ func checkFile(file string) ([]policy.Warning, error) {
 		}
 		return nil, &policy.LoadError{File: file, Message: err.Error()}
 	}
-	p, warnings, err := policy.Compile(file, src, policy.Options{PoolSize: 1})
+	p, warnings, err := policy.Compile(file, src, policy.Options{PoolSize: 1, LuaPath: luaPath, Validating: true})
 	if err != nil {
 		return warnings, err
 	}

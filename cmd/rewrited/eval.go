@@ -48,10 +48,12 @@ type evalConfig struct {
 	meta        map[string]*structpb.Value
 	jsonOut     bool
 	evalTimeout time.Duration
+	luaPath     *string
 }
 
 func (c *evalConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.policyFile, "policy", "", "policy `file` to evaluate (required)")
+	c.luaPath = luaPathFlag(fs)
 	fs.StringVar(&c.status, "status", "", "SMTP reply `code`, e.g. 250 (required)")
 	fs.StringVar(&c.response, "response", "", "reply `text` without the code; lines separated by newlines (bash: $'line one\\nline two')")
 	fs.Func("command", "the command `line` answered: DATA after the body, the raw line for errors; absent means Lua nil", func(s string) error {
@@ -193,6 +195,7 @@ func runEval(args []string, stdout, stderr io.Writer) int {
 		EvalTimeout: cfg.evalTimeout,
 		PoolSize:    1,
 		Logger:      logger,
+		LuaPath:     *cfg.luaPath,
 	})
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, w)

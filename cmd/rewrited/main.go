@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+
+	"github.com/rewrited/rewrited/service/policy"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -18,7 +20,7 @@ const usage = `rewrited: SMTP reply-rewrite decisions over gRPC, with KumoMTA-co
 
 Usage:
   rewrited serve [--listen ADDR] [--policy FILE] [--eval-timeout DUR] [flags]
-  rewrited check FILE...
+  rewrited check [--lua-path TEMPLATES] FILE...
   rewrited eval --policy FILE --status CODE [--response TEXT] [--command LINE] [--meta KEY=VALUE] [--json]
   rewrited test [-v] PATH...
   rewrited version
@@ -80,6 +82,12 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 	default:
 		return 2
 	}
+}
+
+// luaPathFlag binds --lua-path, where require looks after the policy's
+// folder, on the commands that load policies.
+func luaPathFlag(fs *flag.FlagSet) *string {
+	return fs.String("lua-path", policy.DefaultLuaPath, "where require looks for modules after the policy's folder: `templates` in Lua's package.path syntax (DIR/?.lua;DIR/?/init.lua)")
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) int {

@@ -57,6 +57,7 @@ type serveConfig struct {
 	maxStateBytes    int
 	compileTimeout   time.Duration
 	drainTimeout     time.Duration
+	luaPath          *string
 }
 
 // defaultMaxConnections is far above what SMTP front-ends open (a few
@@ -97,6 +98,7 @@ func connectionCap(requested int, openFiles uint64, logger *slog.Logger) int {
 }
 
 func (c *serveConfig) bind(fs *flag.FlagSet) {
+	c.luaPath = luaPathFlag(fs)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "gRPC listen `address`")
 	fs.StringVar(&c.policyFile, "policy", "", "serve this policy `file` as the default policy, reloaded when it changes (default: the bundled example policy)")
 	fs.StringVar(&c.policyDir, "policy-dir", "", "serve every NAME.lua in `dir` as policy NAME (NAME.shadow.lua: NAME in shadow mode), reloaded when the directory changes")
@@ -214,6 +216,7 @@ func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics) (*re
 			Shadow:      cfg.shadow,
 			ProtectData: cfg.protectData,
 			Logger:      logger,
+			LuaPath:     *cfg.luaPath,
 			// One idle state per call admitted: a call that finds the pool
 			// empty builds a state, which costs as much as ~20 evaluations.
 			PoolSize:      cfg.maxConcurrent,

@@ -17,7 +17,7 @@ import (
 // testFileSuffix names the policy test files a directory argument runs.
 const testFileSuffix = "_test.yaml"
 
-const testUsage = `Usage: rewrited test [-v] [--eval-timeout DUR] PATH...
+const testUsage = `Usage: rewrited test [-v] [--eval-timeout DUR] [--lua-path TEMPLATES] PATH...
 
 Runs policy test files (YAML; see docs/policy-guide.md). A PATH that is a
 directory runs every *` + testFileSuffix + ` file below it. Prints one line per
@@ -33,6 +33,7 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 	fset := newFlagSet("test", stderr)
 	verbose := fset.Bool("v", false, "print passing cases too, and the policies' kumo.log_* and print output (on stderr)")
 	evalTimeout := fset.Duration("eval-timeout", policy.DefaultEvalTimeout, "time budget of one evaluation, as in rewrited serve")
+	luaPath := luaPathFlag(fset)
 	fset.Usage = func() {
 		fmt.Fprint(stderr, testUsage)
 		fset.PrintDefaults()
@@ -49,7 +50,7 @@ func runTest(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rewrited test: %v\n", err)
 		return 2
 	}
-	opts := policy.Options{EvalTimeout: *evalTimeout, PoolSize: 1}
+	opts := policy.Options{EvalTimeout: *evalTimeout, PoolSize: 1, LuaPath: *luaPath}
 	if *verbose {
 		opts.Logger = policyLogger(stderr)
 	}

@@ -3,8 +3,11 @@ package policy_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rewrited/rewrited/examples/policies"
 	"github.com/rewrited/rewrited/service/policy"
@@ -164,4 +167,68 @@ func BenchmarkEvaluateResponseSize(b *testing.B) {
 			benchEval(b, string(policies.Default), policy.Input{Status: 250, Response: responseOf(n), Command: str("RCPT TO:<a@example.com>"), Meta: meta}, false)
 		})
 	}
+}
+
+// BenchmarkEvaluateModule compares the example policy with one that does the
+// same through a required module, as KumoMTA policies do, and with that
+// module's code pasted into the policy: the last two differ only by
+// require. The module wraps its helper in kumo.memoize when the build
+// provides it.
+func BenchmarkEvaluateModule(b *testing.B) {
+	dir := b.TempDir()
+	files := map[string]string{
+		"init.lua": `local kumo = require 'kumo'
+local replies = require 'site.replies'
+kumo.on('smtp_server_rewrite_response', function(status, response, command, conn_meta)
+  if replies.is_data_success(command, status) then
+    return 250, replies.prefix('data') .. '\n' .. response
+  end
+end)
+`,
+		"site/replies.lua": `local kumo = require 'kumo'
+local M = {}
+function M.is_data_success(command, status) return command == 'DATA' and status == 250 end
+local function prefix(kind) return kind == 'data' and 'super fantastic!' or '' end
+M.prefix = prefix
+if kumo.memoize then
+  M.prefix = kumo.memoize(prefix, {name = 'prefix', ttl = '5 minutes', capacity = 10})
+end
+return M
+`,
+	}
+	for name, body := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	in := policy.Input{Status: 250, Response: "OK ids=8f2a61c04be94d7e", Command: str("DATA"), Meta: benchMeta(b, 5)}
+	b.Run("example", func(b *testing.B) { benchEval(b, string(policies.Default), in, true) })
+	pasted := strings.Replace(files["init.lua"], "local replies = require 'site.replies'",
+		"local replies = (function()\n"+files["site/replies.lua"]+"\nend)()", 1)
+	b.Run("module-pasted", func(b *testing.B) { benchEval(b, pasted, in, true) })
+	b.Run("required-module", func(b *testing.B) {
+		file := filepath.Join(dir, "init.lua")
+		src, err := os.ReadFile(file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p, _, err := policy.Compile(file, src, policy.Options{EvalTimeout: 2 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(p.Close)
+		ctx := context.Background()
+		if d := p.Evaluate(ctx, in); d.Err != nil || d.Response != "super fantastic!\n"+in.Response {
+			b.Fatalf("got %q (err %v)", d.Response, d.Err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if d := p.Evaluate(ctx, in); d.Err != nil {
+				b.Fatal(d.Err)
+			}
+		}
+	})
 }

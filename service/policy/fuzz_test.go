@@ -184,6 +184,12 @@ func FuzzCompile(f *testing.F) {
 		"\x1bLua",
 		"--[==[",
 		"kumo.nope()",
+		"local k = require 'kumo' local x = k.dns.lookup_ptr .. #k.nope + -k.none",
+		"require 'policy-extras.none'",
+		"dofile('/etc/passwd')",
+		"package.path = '/?;' .. package.path require 'etc.passwd'",
+		"print(os.date('%Ez'), os.time{year = 2024})",
+		"kumo.on('smtp_server_rewrite_response', function() return 250, kumo.make_queue_config{} .. nil end)",
 	} {
 		f.Add([]byte(src))
 	}

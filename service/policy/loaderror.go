@@ -98,7 +98,7 @@ var (
 	// gopher-lua's parser: "p.lua line:3(column:5) near 'x': syntax error".
 	parseLineRE = regexp.MustCompile(`line:(\d+)\(column:\d+\) near '(.*)':\s*(.*)$`)
 	// Runtime and compile errors: "p.lua:3: message".
-	runtimeLineRE = regexp.MustCompile(`^(.*?):(\d+):\s*(.*)$`)
+	runtimeLineRE = regexp.MustCompile(`(?s)^(.*?):(\d+):\s*(.*)$`)
 	compileLineRE = regexp.MustCompile(`line\((\d+)\)`)
 )
 

@@ -58,6 +58,12 @@ type Options struct {
 	// MaxStateBytes refuses a policy whose Lua state holds more once its
 	// top level has run (default DefaultMaxStateBytes).
 	MaxStateBytes int
+	// LuaPath is where require looks after the policy's folder, in Lua's
+	// package.path syntax (DefaultLuaPath if empty).
+	LuaPath string
+	// Validating sets the global _VALIDATING_CONFIG to true, as KumoMTA does
+	// while it validates a configuration (rewrited check).
+	Validating bool
 }
 
 func (o Options) withDefaults() Options {
@@ -134,6 +140,12 @@ type Policy struct {
 	version string
 	proto   *lua.FunctionProto
 
+	// sourceVersion is Version of the policy's own source; version also
+	// covers the modules it loaded.
+	sourceVersion string
+	search        searchPath
+	modules       modules
+
 	hasHandler bool
 	// Idle states: near holds one per P (GOMAXPROCS), and pool the rest.
 	// An evaluation takes and returns its own P's state, so the cores share
@@ -177,13 +189,18 @@ func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) 
 		return nil, nil, err
 	}
 	p := &Policy{
-		opts:    opts,
-		file:    file,
-		version: Version(src),
-		proto:   proto,
-		near:    make([]nearSlot, near),
-		pool:    make(chan *state, opts.PoolSize-near),
+		opts:          opts,
+		file:          file,
+		sourceVersion: Version(src),
+		proto:         proto,
+		search:        newSearchPath(file, opts.LuaPath),
+		near:          make([]nearSlot, near),
+		pool:          make(chan *state, opts.PoolSize-near),
 	}
+	p.version = p.sourceVersion
+	own := &chunk{file: file, src: src, sum: sha256.Sum256(src), proto: proto}
+	p.modules.chunks = map[string]*chunk{file: own}
+	p.modules.resolved = map[string]string{}
 	p.procs.New = func() any {
 		i := int(p.nextP.Add(1)-1) % len(p.near)
 		return &i
@@ -192,6 +209,7 @@ func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) 
 	if err != nil {
 		return nil, nil, err
 	}
+	p.version = p.versionOf(src)
 	p.hasHandler = first.handler != nil
 	if !p.hasHandler {
 		warnings = append(warnings, Warning{File: file, Message: "no " + Event + " handler is registered: every reply passes unchanged"})
@@ -228,7 +246,8 @@ func (p *Policy) idle() int {
 	return n
 }
 
-// Version returns the digest of the policy's source.
+// Version returns the digest of the policy's source and of the modules it
+// loaded.
 func (p *Policy) Version() string { return p.version }
 
 // Name returns the policy's name.

@@ -24,9 +24,11 @@ const (
 )
 
 // removedGlobals are the base library functions a policy must not reach:
-// loading code, touching the collector, or swapping environments.
+// loading code from strings or arbitrary files, touching the collector, or
+// swapping environments. require and dofile are replaced by versions bound
+// to the policy's folders (require.go).
 var removedGlobals = []string{
-	"dofile", "loadfile", "load", "loadstring", "require", "module",
+	"loadfile", "load", "loadstring", "module",
 	"collectgarbage", "getfenv", "setfenv", "newproxy", "_printregs",
 }
 
@@ -62,6 +64,11 @@ type state struct {
 	quiet     bool // drop log output while loading extra states
 	uses      int
 	warnings  []Warning
+
+	kumo    *lua.LTable
+	pkg     *lua.LTable     // the package table
+	loading map[string]bool // modules whose require is running
+	inert   map[string]bool // configuration functions already warned about
 }
 
 // raw is what one handler call produced, before validation.
@@ -79,7 +86,7 @@ func (p *Policy) newState(first bool) (_ *state, _ []Warning, err error) {
 		RegistrySize:  registrySize,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &state{p: p, L: L, quiet: !first}
+	s := &state{p: p, L: L, quiet: !first, loading: map[string]bool{}, inert: map[string]bool{}}
 	s.deadline.cancel = cancel
 	watchdog.add(&s.deadline)
 	L.SetContext(ctx)
@@ -94,9 +101,15 @@ func (p *Policy) newState(first bool) (_ *state, _ []Warning, err error) {
 	openLibs(L)
 	kumo := L.NewTable()
 	L.SetGlobal("kumo", kumo)
+	s.kumo = kumo
 	s.openKumo(kumo)
 	stdlib.Open(L, kumo, stdlib.Limits{MaxStringBytes: p.opts.MaxStringBytes})
-	guardKumo(L, kumo)
+	s.guardKumo(kumo)
+	s.openPackage(kumo)
+	s.nameErrors()
+	if p.opts.Validating {
+		L.SetGlobal("_VALIDATING_CONFIG", lua.LTrue)
+	}
 	L.SetGlobal("print", L.NewFunction(s.print))
 	s.meta = L.NewUserData()
 	s.meta.Value = &s.cm
@@ -111,6 +124,9 @@ func (p *Policy) newState(first bool) (_ *state, _ []Warning, err error) {
 	if callErr != nil {
 		return nil, nil, runtimeLoadError(p.file, callErr)
 	}
+	if first {
+		s.checkHandler()
+	}
 	L.SetTop(0)
 	s.quiet = false
 	p.created.Add(1)
@@ -120,6 +136,7 @@ func (p *Policy) newState(first bool) (_ *state, _ []Warning, err error) {
 // openLibs opens the standard libraries and removes what a policy must not reach.
 func openLibs(L *lua.LState) {
 	stdlib.OpenStandard(L)
+	openOS(L)
 	for _, name := range removedGlobals {
 		L.SetGlobal(name, lua.LNil)
 	}
@@ -222,17 +239,6 @@ func (s *state) openKumo(kumo *lua.LTable) {
 		"log_info":  s.logFunc(slog.LevelInfo),
 		"log_debug": s.logFunc(slog.LevelDebug),
 	})
-}
-
-// guardKumo makes reading a kumo function rewrited does not provide an error
-// that names it, rather than a puzzling "attempt to call a nil value".
-func guardKumo(L *lua.LState, kumo *lua.LTable) {
-	mt := L.NewTable()
-	L.SetField(mt, "__index", L.NewFunction(func(L *lua.LState) int {
-		L.RaiseError("kumo.%s is not available in rewrited: policies here run only the %s event", L.CheckString(2), Event)
-		return 0
-	}))
-	L.SetMetatable(kumo, mt)
 }
 
 // on is kumo.on(event, fn): it registers the rewrite handler and ignores,

@@ -150,9 +150,9 @@ func (r *Registry) Close() {
 	}
 }
 
-// Reload scans the files again and swaps in what changed: a changed file is
-// compiled and warmed before the swap, a removed file stops being served,
-// an unchanged one keeps its policy. A policy that fails to load keeps its
+// Reload scans the files again and swaps in what changed: a changed file,
+// or one whose modules changed, is compiled and warmed before the swap, a
+// removed file stops being served, an unchanged one keeps its policy. A policy that fails to load keeps its
 // old version; the failures are returned joined. The replaced policies are
 // closed after the swap, so evaluations already running on them finish.
 func (r *Registry) Reload() error {
@@ -169,7 +169,7 @@ func (r *Registry) Reload() error {
 	}
 	for _, s := range found {
 		prev := old[s.name]
-		if s.err == nil && prev != nil && prev.File() == s.file && prev.Options().Shadow == s.shadow && prev.Version() == policy.Version(s.src) {
+		if s.err == nil && prev != nil && prev.File() == s.file && prev.Options().Shadow == s.shadow && !prev.Stale(s.src) {
 			next[s.name] = prev
 			continue
 		}

@@ -413,3 +413,53 @@ func TestCompileTimeout(t *testing.T) {
 		t.Errorf("after the refused reload: %q, want the previous version", d.Response)
 	}
 }
+
+// modulePolicy writes a policy in dir that answers with the text of module
+// greeting, found through luaPath, and returns the options to load it.
+func modulePolicy(t *testing.T, dir, moduleDir, text string) policy.Options {
+	t.Helper()
+	write(t, filepath.Join(dir, "default.lua"), "local g = require 'greeting'\nkumo.on('smtp_server_rewrite_response', function() return 250, g.text end)\n")
+	write(t, filepath.Join(moduleDir, "greeting.lua"), fmt.Sprintf("return {text = %q}\n", text))
+	return policy.Options{LuaPath: filepath.Join(moduleDir, "?.lua")}
+}
+
+// TestReloadNoticesAModuleEdit is what SIGHUP does after a module outside
+// the policy folder changed: the policy using it is compiled again.
+func TestReloadNoticesAModuleEdit(t *testing.T) {
+	dir, moduleDir := t.TempDir(), t.TempDir()
+	opts := modulePolicy(t, dir, moduleDir, "v1")
+	r, l, _ := open(t, Config{Dir: dir, Options: opts})
+	l.take()
+	before, _ := r.Policy("default")
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.take(); len(got) != 0 {
+		t.Errorf("an unchanged module recompiled %v", got)
+	}
+	write(t, filepath.Join(moduleDir, "greeting.lua"), "return {text = 'v2'}\n")
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := reply(t, r, "default"); d.Response != "v2" {
+		t.Errorf("after the module changed: %q", d.Response)
+	}
+	if after, _ := r.Policy("default"); after.Version() == before.Version() {
+		t.Error("the version did not change with the module")
+	}
+}
+
+// TestWatchModuleFolder covers a module outside the policy folder edited
+// while the watch runs.
+func TestWatchModuleFolder(t *testing.T) {
+	dir, moduleDir := t.TempDir(), t.TempDir()
+	opts := modulePolicy(t, dir, moduleDir, "v1")
+	r, _, _ := open(t, Config{Dir: dir, Options: opts})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := r.Watch(ctx, 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(moduleDir, "greeting.lua"), "return {text = 'v2'}\n")
+	waitFor(t, "the policy serves the edited module", answers(t, r, "default", "v2"))
+}

@@ -21,6 +21,8 @@ const DefaultDebounce = 150 * time.Millisecond
 // events brings one Reload, debounce after the last event; the reload skips
 // unchanged files, so unrelated events cost one directory scan.
 //
+// The folders of the modules the policies require are watched too.
+//
 // Watch returns once the watch is in place, after a reload that catches
 // changes made since Open. It does nothing for a policy compiled from Src.
 func (r *Registry) Watch(ctx context.Context, debounce time.Duration) error {
@@ -40,11 +42,30 @@ func (r *Registry) Watch(ctx context.Context, debounce time.Duration) error {
 		return fmt.Errorf("watching %s: %w", dir, err)
 	}
 	_ = r.Reload() // failures are logged and counted by Reload
-	go r.watch(ctx, w, dir, debounce)
+	watched := map[string]bool{filepath.Clean(dir): true}
+	r.watchModules(w, watched)
+	go r.watch(ctx, w, dir, watched, debounce)
 	return nil
 }
 
-func (r *Registry) watch(ctx context.Context, w *fsnotify.Watcher, dir string, debounce time.Duration) {
+// watchModules adds the folders of the modules the served policies loaded,
+// so that editing a module reloads the policies that use it.
+func (r *Registry) watchModules(w *fsnotify.Watcher, watched map[string]bool) {
+	for _, p := range r.Policies() {
+		for _, file := range p.Modules() {
+			dir := filepath.Clean(filepath.Dir(file))
+			if watched[dir] {
+				continue
+			}
+			if err := w.Add(dir); err != nil {
+				r.cfg.Logger.Warn("module folder not watched: SIGHUP reloads its changes", "dir", dir, "error", err.Error())
+			}
+			watched[dir] = true
+		}
+	}
+}
+
+func (r *Registry) watch(ctx context.Context, w *fsnotify.Watcher, dir string, watched map[string]bool, debounce time.Duration) {
 	defer w.Close()
 	timer := time.NewTimer(debounce)
 	timer.Stop()
@@ -69,6 +90,7 @@ func (r *Registry) watch(ctx context.Context, w *fsnotify.Watcher, dir string, d
 		case <-timer.C:
 			if ctx.Err() == nil {
 				_ = r.Reload()
+				r.watchModules(w, watched)
 			}
 		}
 	}
