@@ -163,7 +163,7 @@ func writeReport(w io.Writer, rep *replay.Report) {
 	fmt.Fprintf(w, "  broken     %d%s\n", rep.Broken, breakdown(rep.BrokenBy))
 	fmt.Fprintf(w, "  protected  %d\n", rep.Protected)
 	if rep.SkippedTotal > 0 {
-		fmt.Fprintf(w, "skipped, lacking what a replay needs:%s\n", breakdown(rep.Skipped))
+		fmt.Fprintf(w, "skipped, lacking what a replay needs: %s\n", counts(rep.Skipped))
 	}
 	if rep.OtherLines > 0 {
 		fmt.Fprintf(w, "%d other log lines ignored\n", rep.OtherLines)
@@ -186,19 +186,24 @@ func writeReport(w io.Writer, rep *replay.Report) {
 	}
 }
 
-// breakdown renders counts as " (a 1, b 2)", keys sorted.
-func breakdown(counts map[string]int) string {
-	if len(counts) == 0 {
+// breakdown renders n as " (a 1, b 2)", or nothing when n is empty.
+func breakdown(n map[string]int) string {
+	if len(n) == 0 {
 		return ""
 	}
-	keys := make([]string, 0, len(counts))
-	for k := range counts {
+	return " (" + counts(n) + ")"
+}
+
+// counts renders n as "a 1, b 2", keys sorted.
+func counts(n map[string]int) string {
+	keys := make([]string, 0, len(n))
+	for k := range n {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	parts := make([]string, len(keys))
 	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%s %d", k, counts[k])
+		parts[i] = fmt.Sprintf("%s %d", k, n[k])
 	}
-	return " (" + strings.Join(parts, ", ") + ")"
+	return strings.Join(parts, ", ")
 }

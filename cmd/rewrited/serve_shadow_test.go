@@ -1,0 +1,174 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	"github.com/rewrited/rewrited/internal/rewritedtest"
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
+	"github.com/rewrited/rewrited/service/policy"
+)
+
+// The live policy and its candidate: v2 keeps DATA and the banner, words
+// 550 differently, and fails on 451.
+const (
+	tenantV1 = `kumo.on('smtp_server_rewrite_response', function(status, response, command)
+  if command == 'DATA' then return 250, 'queued' end
+  if status == 550 then return 550, '5.1.1 unknown user' end
+end)
+`
+	tenantV2 = `kumo.on('smtp_server_rewrite_response', function(status, response, command)
+  if command == 'DATA' then return 250, 'queued' end
+  if status == 550 then return 550, '5.1.1 unknown user, see https://example.com/help' end
+  if status == 451 then error('v2 bug') end
+end)
+`
+)
+
+// shadowCase is one request and the reply v1 sends for it.
+type shadowCase struct {
+	req  *rewritev1.RewriteResponseRequest
+	want string
+}
+
+func shadowCases() []shadowCase {
+	data, rcpt := "DATA", "RCPT TO:<nobody@example.com>"
+	return []shadowCase{
+		{&rewritev1.RewriteResponseRequest{Policy: "tenant", Status: 250, Response: "OK", Command: &data}, "queued"},
+		{&rewritev1.RewriteResponseRequest{Policy: "tenant", Status: 250, Response: "OK", Command: &data}, "queued"},
+		{&rewritev1.RewriteResponseRequest{Policy: "tenant", Status: 220, Response: "mx ready"}, "mx ready"},
+		{&rewritev1.RewriteResponseRequest{Policy: "tenant", Status: 550, Response: "no", Command: &rcpt}, "5.1.1 unknown user"},
+		{&rewritev1.RewriteResponseRequest{Policy: "tenant", Status: 550, Response: "no", Command: &rcpt}, "5.1.1 unknown user"},
+		{&rewritev1.RewriteResponseRequest{Policy: "tenant", Status: 451, Response: "try later", Command: &rcpt}, "try later"},
+	}
+}
+
+// TestServeShadowBesideLive serves tenant.lua (v1) with tenant.shadow.lua
+// (v2) beside it: every reply is v1's, the comparisons count what differs
+// and log both replies, and renaming v2 over v1 under load makes v2 live
+// with no failed call.
+func TestServeShadowBesideLive(t *testing.T) {
+	dir := t.TempDir()
+	live, candidate := filepath.Join(dir, "tenant.lua"), filepath.Join(dir, "tenant.shadow.lua")
+	writeFile(t, live, tenantV1)
+	writeFile(t, candidate, tenantV2)
+	v1, v2 := policy.Version([]byte(tenantV1)), policy.Version([]byte(tenantV2))
+	p := rewritedtest.Start(t, "--policy-dir", dir, "--metrics-listen", "127.0.0.1:0")
+	conn := dial(t, p.Addr)
+	ctx := testCtx(t)
+	url := metricsURL(t, p)
+	client := rewritev1.NewRewriteServiceClient(conn)
+
+	for _, c := range shadowCases() {
+		resp, err := client.RewriteResponse(ctx, c.req)
+		if err != nil || resp.Response != c.want || resp.PolicyVersion != v1 {
+			t.Fatalf("%d %s: got %v %v, want v1's %q", c.req.Status, c.req.GetCommand(), resp, err, c.want)
+		}
+	}
+	comparisons := func(result string) string {
+		return `rewrited_shadow_comparisons_total{policy="tenant",result="` + result + `"} `
+	}
+	eventually(t, "the six comparisons are counted", func() bool {
+		body := scrape(t, url)
+		return hasSample(body, comparisons("same")+"3") && hasSample(body, comparisons("different")+"2") && hasSample(body, comparisons("shadow_error")+"1")
+	})
+	body := scrape(t, url)
+	if !hasSample(body, `rewrited_policy_info{policy="tenant",shadow_version="`+v2+`",version="`+v1+`"} 1`) {
+		t.Errorf("rewrited_policy_info:\n%s", grepLines(body, "rewrited_policy_info"))
+	}
+	eventually(t, "the three differences are logged", func() bool { return len(logRecords(p, "shadow: candidate differs")) == 3 })
+	byResult := map[string]int{}
+	for _, rec := range logRecords(p, "shadow: candidate differs") {
+		byResult[rec["result"].(string)]++
+		if rec["policy"] != "tenant" || rec["version"] != v1 || rec["shadow_version"] != v2 || rec["command"] != "RCPT TO:<nobody@example.com>" {
+			t.Errorf("logged %v", rec)
+		}
+		switch rec["result"] {
+		case "different":
+			if rec["live_response"] != "5.1.1 unknown user" || rec["shadow_response"] != "5.1.1 unknown user, see https://example.com/help" {
+				t.Errorf("logged %v", rec)
+			}
+		case "shadow_error":
+			if rec["shadow_outcome"] != "policy_error" || rec["shadow_response"] != "try later" || rec["shadow_error"] == nil {
+				t.Errorf("logged %v", rec)
+			}
+		}
+	}
+	if byResult["different"] != 2 || byResult["shadow_error"] != 1 {
+		t.Errorf("logged differences by result: %v", byResult)
+	}
+
+	// Going live: v2 renamed over v1 while clients call.
+	calls, seen := loadDuring(t, conn, func() {
+		if err := os.Rename(candidate, live); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Logf("%d calls during the rename, by version: %v", calls, seen)
+	if seen[v1] == 0 || seen[v2] == 0 {
+		t.Errorf("calls by version %v: the load did not span the rename", seen)
+	}
+	eventually(t, "the candidate leaves rewrited_policy_info", func() bool {
+		return hasSample(scrape(t, url), `rewrited_policy_info{policy="tenant",shadow_version="",version="`+v2+`"} 1`)
+	})
+}
+
+// loadDuring keeps four clients calling tenant, each reply checked against
+// the version that answered it, runs change once v1 has answered some, and
+// stops once v2 has; it returns the calls made and how many each version
+// answered.
+func loadDuring(t *testing.T, conn *grpc.ClientConn, change func()) (int, map[string]int) {
+	t.Helper()
+	ctx := testCtx(t)
+	client := rewritev1.NewRewriteServiceClient(conn)
+	wants := map[string]string{
+		policy.Version([]byte(tenantV1)): "5.1.1 unknown user",
+		policy.Version([]byte(tenantV2)): "5.1.1 unknown user, see https://example.com/help",
+	}
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	seen := map[string]int{}
+	calls := 0
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.RewriteResponse(ctx, shadowCases()[3].req)
+				if err != nil {
+					t.Errorf("a call failed: %v", err)
+					return
+				}
+				if want, ok := wants[resp.PolicyVersion]; !ok || resp.Response != want {
+					t.Errorf("version %s answered %q, want %q", resp.PolicyVersion, resp.Response, want)
+					return
+				}
+				mu.Lock()
+				seen[resp.PolicyVersion]++
+				calls++
+				mu.Unlock()
+			}
+		})
+	}
+	answered := func(version string) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return seen[version] >= 20
+		}
+	}
+	eventually(t, "v1 answers the load", answered(policy.Version([]byte(tenantV1))))
+	change()
+	eventually(t, "v2 answers the load", answered(policy.Version([]byte(tenantV2))))
+	close(stop)
+	wg.Wait()
+	return calls, seen
+}
