@@ -361,8 +361,8 @@ func TestServeShadow(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "default.lua"), answering("live"))
 	writeFile(t, filepath.Join(dir, "trial.shadow.lua"), answering("trial"))
 	tests := []struct {
-		name   string
-		args   []string
+		name     string
+		args     []string
 		policy   string
 		want     rewritev1.Outcome
 		proposed string
