@@ -1,0 +1,90 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rewrited/rewrited/service/policy"
+)
+
+const candidate = `kumo.on('smtp_server_rewrite_response', function(status, response, command, conn_meta)
+  if status == 550 then return 550, response .. ' (see ' .. (conn_meta:get_meta('help') or 'nothing') .. ')' end
+end)`
+
+func compile(t testing.TB) *policy.Policy {
+	t.Helper()
+	p, _, err := policy.Compile("candidate.lua", []byte(candidate), policy.Options{ProtectData: true, EvalTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// records generates n decision records of a mix of replies: one in four a
+// 550 the candidate changes, with and without conn_meta.
+func records(n int) []byte {
+	var b bytes.Buffer
+	for i := range n {
+		switch i % 4 {
+		case 0:
+			fmt.Fprintf(&b, `{"schema":1,"time":"2026-01-01T00:00:00Z","policy":"default","version":"v1","status":550,"response":"5.1.1 user %d unknown","command":"RCPT TO:<u%d@example.com>","conn_meta":{"help":"https://example.com/%d","received_from":"192.0.2.7:5210"},"outcome":"unchanged","reply":{"status":550,"response":"5.1.1 user %d unknown"},"elapsed_us":12.5}`+"\n", i, i, i, i)
+		case 1:
+			fmt.Fprintf(&b, `{"schema":1,"time":"2026-01-01T00:00:00Z","policy":"default","version":"v1","status":250,"response":"OK id=%d","command":"DATA","conn_meta":{"received_from":"192.0.2.7:5210"},"outcome":"unchanged","reply":{"status":250,"response":"OK id=%d"},"elapsed_us":8}`+"\n", i, i)
+		case 2:
+			fmt.Fprintf(&b, `{"schema":1,"time":"2026-01-01T00:00:00Z","policy":"default","version":"v1","status":250,"response":"2.1.0 sender ok","command":"MAIL FROM:<s%d@example.com>","outcome":"unchanged","reply":{"status":250,"response":"2.1.0 sender ok"},"elapsed_us":7}`+"\n", i)
+		default:
+			fmt.Fprintf(&b, `{"schema":1,"time":"2026-01-01T00:00:00Z","policy":"default","version":"v1","status":220,"response":"mx.example.com ready","conn_meta_keys":["received_from"],"outcome":"unchanged","reply":{"status":220,"response":"mx.example.com ready"},"elapsed_us":5}`+"\n")
+		}
+	}
+	return b.Bytes()
+}
+
+// TestWorkersAgree: however many workers share the records, the report is
+// the same, its examples the first in input order.
+func TestWorkersAgree(t *testing.T) {
+	p := compile(t)
+	data := records(5000)
+	var reports []*Report
+	for _, workers := range []int{1, 4} {
+		rep, err := Run(context.Background(), p, []Input{{Name: "a", Reader: bytes.NewReader(data)}, {Name: "b", Reader: bytes.NewReader(data)}}, Options{Workers: workers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reports = append(reports, rep)
+	}
+	rep := reports[0]
+	if rep.Records != 10000 || rep.Replayed != 7500 || rep.Changed != 2500 || rep.Same != 5000 || rep.Skipped["conn_meta (keys only)"] != 2500 {
+		t.Errorf("report %+v", rep)
+	}
+	if len(rep.Differences) != 1 || len(rep.Differences[0].Examples) != 3 {
+		t.Fatalf("differences %+v", rep.Differences)
+	}
+	for i, ex := range rep.Differences[0].Examples {
+		if want := fmt.Sprintf("a:%d", 4*i+1); ex.Source != want || !strings.HasSuffix(ex.Candidate.Response, fmt.Sprintf("(see https://example.com/%d)", 4*i)) {
+			t.Errorf("example %d: %+v, want from %s", i, ex, want)
+		}
+	}
+	if !reflect.DeepEqual(reports[0], reports[1]) {
+		t.Errorf("1 worker: %+v\n4 workers: %+v", reports[0], reports[1])
+	}
+}
+
+// BenchmarkRun is the cost of replaying one record, decoding included.
+func BenchmarkRun(b *testing.B) {
+	p := compile(b)
+	data := records(100000)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Run(context.Background(), p, []Input{{Name: "a", Reader: bytes.NewReader(data)}}, Options{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100000, "ns/record")
+}
