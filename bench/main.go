@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rewrited/rewrited/examples/policies"
 )
 
 type config struct {
@@ -37,6 +39,7 @@ type config struct {
 	pprofOut    string
 	profileCall callKind
 	serverEnv   []string
+	shadow      bool
 }
 
 func main() {
@@ -68,6 +71,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.memInFlight, "mem-in-flight", 64, "calls in flight during the memory and profile runs")
 	serverEnv := fs.String("server-env", "", "comma-separated `VAR=value` settings added to the server's environment only, e.g. GOGC=200,GOMEMLIMIT=256MiB")
 	fs.StringVar(&cfg.pprofOut, "pprof", "bench/results/cpu.prof", "where profile mode keeps the raw CPU profile")
+	fs.BoolVar(&cfg.shadow, "shadow", false, "serve the bundled policy from a --policy-dir with a candidate beside it (default.shadow.lua, the same policy), evaluated in the background on every request")
 	profileCall := fs.String("profile-call", "rewrite", "the call profile mode drives: rewrite (RewriteResponse) or health (Health.Check, the floor to compare a profile with)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -136,7 +140,15 @@ func benchmark(cfg config, stdout io.Writer) error {
 	if cfg.mode == "profile" {
 		profile = filepath.Join(tmp, "cpu.pprof")
 	}
-	srv, err := startServer(bin, cfg.serverProcs, cfg.serverEnv, serverArgs(cfg), profile)
+	args := serverArgs(cfg)
+	if cfg.shadow {
+		dir, err := shadowPolicyDir(tmp)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--policy-dir", dir)
+	}
+	srv, err := startServer(bin, cfg.serverProcs, cfg.serverEnv, args, profile)
 	if err != nil {
 		return err
 	}
@@ -184,6 +196,24 @@ func benchmark(cfg config, stdout io.Writer) error {
 func serverArgs(cfg config) []string {
 	need := max(slices.Max(cfg.inFlight), cfg.memInFlight)
 	return []string{"--max-concurrent", strconv.Itoa(need)}
+}
+
+// shadowPolicyDir writes the bundled policy as default.lua and, as its
+// candidate, default.shadow.lua: the same policy under another version, so
+// that every request is also evaluated by the candidate and the answers the
+// load generator checks stay the same.
+func shadowPolicyDir(tmp string) (string, error) {
+	dir := filepath.Join(tmp, "policies")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", err
+	}
+	candidate := append(slices.Clone(policies.Default), "\n-- candidate\n"...)
+	for file, src := range map[string][]byte{"default.lua": policies.Default, "default.shadow.lua": candidate} {
+		if err := os.WriteFile(filepath.Join(dir, file), src, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
 }
 
 func commandLine() string {

@@ -5,6 +5,7 @@
 package decisionlog
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -121,11 +122,13 @@ func (l *Logger) Observe(ctx context.Context, p *policy.Policy, in policy.Input,
 		l.cfg.Logger.LogAttrs(ctx, slog.LevelInfo, "decision", rec.attrs()...)
 		return
 	}
-	line, err := json.Marshal(rec)
+	var line bytes.Buffer
+	enc := json.NewEncoder(&line)
+	enc.SetEscapeHTML(false) // keeps "RCPT TO:<a@example.com>" readable
+	err := enc.Encode(rec)
 	if err == nil {
-		line = append(line, '\n')
 		l.mu.Lock()
-		_, err = l.cfg.File.Write(line)
+		_, err = l.cfg.File.Write(line.Bytes())
 		l.mu.Unlock()
 	}
 	if err != nil {
