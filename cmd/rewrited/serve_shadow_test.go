@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -171,4 +172,31 @@ func loadDuring(t *testing.T, conn *grpc.ClientConn, change func()) (int, map[st
 	close(stop)
 	wg.Wait()
 	return calls, seen
+}
+
+// TestServeShadowAndDecisionLogFlags checks that --help lists the flags of
+// candidates and decision records, and that bad values are refused.
+func TestServeShadowAndDecisionLogFlags(t *testing.T) {
+	_, _, help := runArgs(t, "serve", "--help")
+	for _, flag := range []string{"-shadow-sample", "-decision-log", "-decision-log-max-mb", "-decision-log-backups", "-decision-log-meta"} {
+		if !strings.Contains(help, "\n  "+flag+" ") && !strings.Contains(help, "\n  "+flag+"\n") {
+			t.Errorf("--help does not list %s", flag)
+		}
+	}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--shadow-sample", "1.5"}, "--shadow-sample: 1.5 is not between 0 and 1"},
+		{[]string{"--shadow-log-sample", "-1"}, "--shadow-log-sample: -1 is not between 0 and 1"},
+		{[]string{"--decision-log-max-mb", "0"}, "--decision-log-max-mb: 0 is not positive"},
+		{[]string{"--decision-log-backups", "-2"}, "--decision-log-backups: -2 is negative"},
+		{[]string{"--decision-log-meta", "all"}, `--decision-log-meta: "all" is neither keys nor full`},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runArgs(t, append([]string{"serve"}, tt.args...)...)
+		if code != 2 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("serve %v: exit %d, stderr %q; want 2, %q", tt.args, code, stderr, tt.want)
+		}
+	}
 }
