@@ -145,35 +145,9 @@ func TestServeReloadUnderLoad(t *testing.T) {
 	conn := dial(t, p.Addr)
 	ctx := testCtx(t)
 
+	l := startLoad(t, func() (*rewritev1.RewriteResponseResponse, error) { return decide(ctx, conn, "") }, texts)
 	stop := make(chan struct{})
-	var mu sync.Mutex
-	seen := map[string]int{}
-	var calls int
 	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := decide(ctx, conn, "")
-				if err != nil {
-					t.Errorf("call failed during reloads: %v", err)
-					return
-				}
-				if want, ok := texts[resp.PolicyVersion]; !ok || resp.Response != want {
-					t.Errorf("version %s answered %q, want %q", resp.PolicyVersion, resp.Response, want)
-					return
-				}
-				mu.Lock()
-				seen[resp.PolicyVersion]++
-				calls++
-				mu.Unlock()
-			}
-		})
-	}
 	wg.Go(func() {
 		health := healthpb.NewHealthClient(conn)
 		for {
@@ -204,6 +178,7 @@ func TestServeReloadUnderLoad(t *testing.T) {
 	eventually(t, "the last version serves", answers(ctx, conn, "", fmt.Sprintf("v%d", versions)))
 	close(stop)
 	wg.Wait()
+	calls, seen := l.finish()
 	if len(seen) < 3 {
 		t.Errorf("only %d versions answered: %v", len(seen), seen)
 	}

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"google.golang.org/grpc"
-
 	"github.com/rewrited/rewrited/internal/rewritedtest"
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy"
@@ -104,11 +102,15 @@ func TestServeShadowBesideLive(t *testing.T) {
 	}
 
 	// Going live: v2 renamed over v1 while clients call.
-	calls, seen := loadDuring(t, conn, func() {
-		if err := os.Rename(candidate, live); err != nil {
-			t.Error(err)
-		}
-	})
+	l := startLoad(t, func() (*rewritev1.RewriteResponseResponse, error) {
+		return client.RewriteResponse(ctx, shadowCases()[3].req)
+	}, map[string]string{v1: "5.1.1 unknown user", v2: "5.1.1 unknown user, see https://example.com/help"})
+	eventually(t, "v1 answers the load", l.answered(v1, 20))
+	if err := os.Rename(candidate, live); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "v2 answers the load", l.answered(v2, 20))
+	calls, seen := l.finish()
 	t.Logf("%d calls during the rename, by version: %v", calls, seen)
 	if seen[v1] == 0 || seen[v2] == 0 {
 		t.Errorf("calls by version %v: the load did not span the rename", seen)
@@ -118,60 +120,66 @@ func TestServeShadowBesideLive(t *testing.T) {
 	})
 }
 
-// loadDuring keeps four clients calling tenant, each reply checked against
-// the version that answered it, runs change once v1 has answered some, and
-// stops once v2 has; it returns the calls made and how many each version
-// answered.
-func loadDuring(t *testing.T, conn *grpc.ClientConn, change func()) (int, map[string]int) {
-	t.Helper()
-	ctx := testCtx(t)
-	client := rewritev1.NewRewriteServiceClient(conn)
-	wants := map[string]string{
-		policy.Version([]byte(tenantV1)): "5.1.1 unknown user",
-		policy.Version([]byte(tenantV2)): "5.1.1 unknown user, see https://example.com/help",
-	}
-	stop := make(chan struct{})
-	var mu sync.Mutex
-	seen := map[string]int{}
-	calls := 0
-	var wg sync.WaitGroup
+// load is four clients calling in a loop, each answer checked against the
+// text its version answers.
+type load struct {
+	mu    sync.Mutex
+	seen  map[string]int // answers by version
+	calls int
+	stop  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+}
+
+// startLoad starts the clients; texts maps each version that may answer to
+// the text it answers. A failed call or a wrong answer fails the test.
+func startLoad(t *testing.T, call func() (*rewritev1.RewriteResponseResponse, error), texts map[string]string) *load {
+	l := &load{seen: map[string]int{}, stop: make(chan struct{})}
+	t.Cleanup(func() { l.finish() })
 	for range 4 {
-		wg.Go(func() {
+		l.wg.Go(func() {
 			for {
 				select {
-				case <-stop:
+				case <-l.stop:
 					return
 				default:
 				}
-				resp, err := client.RewriteResponse(ctx, shadowCases()[3].req)
+				resp, err := call()
 				if err != nil {
 					t.Errorf("a call failed: %v", err)
 					return
 				}
-				if want, ok := wants[resp.PolicyVersion]; !ok || resp.Response != want {
+				if want, ok := texts[resp.PolicyVersion]; !ok || resp.Response != want {
 					t.Errorf("version %s answered %q, want %q", resp.PolicyVersion, resp.Response, want)
 					return
 				}
-				mu.Lock()
-				seen[resp.PolicyVersion]++
-				calls++
-				mu.Unlock()
+				l.mu.Lock()
+				l.seen[resp.PolicyVersion]++
+				l.calls++
+				l.mu.Unlock()
 			}
 		})
 	}
-	answered := func(version string) func() bool {
-		return func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return seen[version] >= 20
-		}
+	return l
+}
+
+// answered reports whether version has answered n calls.
+func (l *load) answered(version string, n int) func() bool {
+	return func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.seen[version] >= n
 	}
-	eventually(t, "v1 answers the load", answered(policy.Version([]byte(tenantV1))))
-	change()
-	eventually(t, "v2 answers the load", answered(policy.Version([]byte(tenantV2))))
-	close(stop)
-	wg.Wait()
-	return calls, seen
+}
+
+// finish stops the clients and returns the calls made, and the answers by
+// version.
+func (l *load) finish() (int, map[string]int) {
+	l.once.Do(func() { close(l.stop) })
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.calls, l.seen
 }
 
 // TestServeShadowAndDecisionLogFlags checks that --help lists the flags of
