@@ -17,7 +17,7 @@ import (
 	"github.com/rewrited/rewrited/service/rewrite"
 )
 
-const replayUsage = `Usage: rewrited replay --policy FILE [--lua-path PATH] [--json] [DECISIONS.jsonl[.gz]...]
+const replayUsage = `Usage: rewrited replay --policy FILE [--name POLICY] [--lua-path PATH] [--json] [DECISIONS.jsonl[.gz]...]
 
 Runs the candidate policy on every decision recorded by rewrited serve
 (--decision-log FILE, or its JSON process log with --decision-log-sample), and
@@ -25,7 +25,8 @@ prints how many recorded replies it would keep the same, change, break (policy
 error, timeout, invalid result) or have refused by the DATA guard (protected),
 with the differences grouped by status class and command verb. Records that
 lack what a replay needs (conn_meta logged as keys only, a redacted command)
-are counted by what they lack and skipped. Files may be gzip'd; no file or
+are counted by what they lack and skipped. Records of several policies need
+--name to pick the one the candidate replaces. Files may be gzip'd; no file or
 "-" reads standard input. Exit status: 0 when nothing differs, 1 when
 something does, 2 on bad input or a policy that does not load.
 
@@ -34,6 +35,7 @@ Flags:
 
 type replayConfig struct {
 	policyFile  string
+	name        string
 	luaPath     string
 	jsonOut     bool
 	protectData bool
@@ -43,6 +45,7 @@ type replayConfig struct {
 
 func (c *replayConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.policyFile, "policy", "", "candidate policy `file` (required)")
+	fs.StringVar(&c.name, "name", "", "replay only the records of this `policy` (needed when the records hold several)")
 	fs.StringVar(&c.luaPath, "lua-path", "", "where the candidate's require() finds its modules, as for rewrited serve")
 	fs.BoolVar(&c.jsonOut, "json", false, "print the report as JSON")
 	fs.BoolVar(&c.protectData, "protect-data", true, "apply the DATA guard, as rewrited serve does by default")
@@ -95,9 +98,12 @@ func runReplay(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	rep, err := replay.Run(context.Background(), p, inputs, replay.Options{Examples: max(cfg.examples, 1)})
+	rep, err := replay.Run(context.Background(), p, inputs, replay.Options{Examples: max(cfg.examples, 1), Policy: cfg.name})
 	if err != nil {
 		return fail("%v", err)
+	}
+	if len(rep.RecordedPolicies) > 1 {
+		return fail("the records hold decisions of several policies (%s): pick the one the candidate replaces with --name", strings.Join(rep.RecordedPolicies, ", "))
 	}
 	if cfg.examples == 0 {
 		for _, g := range rep.Differences {
@@ -156,7 +162,11 @@ func openInputs(names []string) ([]replay.Input, func(), error) {
 
 // writeReport prints the report for a person.
 func writeReport(w io.Writer, rep *replay.Report) {
-	fmt.Fprintf(w, "candidate %s (version %s)\n", rep.Policy, rep.Version)
+	fmt.Fprintf(w, "candidate %s (version %s)", rep.Policy, rep.Version)
+	if len(rep.RecordedPolicies) == 1 {
+		fmt.Fprintf(w, " in place of policy %s", rep.RecordedPolicies[0])
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "%d decision records: %d replayed, %d skipped\n", rep.Records, rep.Replayed, rep.SkippedTotal)
 	fmt.Fprintf(w, "  same       %d\n", rep.Same)
 	fmt.Fprintf(w, "  changed    %d\n", rep.Changed)
@@ -164,6 +174,9 @@ func writeReport(w io.Writer, rep *replay.Report) {
 	fmt.Fprintf(w, "  protected  %d\n", rep.Protected)
 	if rep.SkippedTotal > 0 {
 		fmt.Fprintf(w, "skipped, lacking what a replay needs: %s\n", counts(rep.Skipped))
+	}
+	if rep.OtherPolicies > 0 {
+		fmt.Fprintf(w, "%d records of other policies ignored\n", rep.OtherPolicies)
 	}
 	if rep.OtherLines > 0 {
 		fmt.Fprintf(w, "%d other log lines ignored\n", rep.OtherLines)

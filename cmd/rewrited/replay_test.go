@@ -182,6 +182,17 @@ func TestReplayBadInput(t *testing.T) {
 			}
 		})
 	}
+	// Records of two policies: the candidate replaces one of them.
+	two := filepath.Join(dir, "two.jsonl")
+	writeFile(t, two, good+"\n"+strings.Replace(good, `"default"`, `"tenant"`, 1)+"\n")
+	if code, _, stderr := runArgs(t, "replay", "--policy", replayCandidate, two); code != 2 || !strings.Contains(stderr, "several policies (default, tenant): pick the one the candidate replaces with --name") {
+		t.Errorf("two policies: exit %d, stderr %q", code, stderr)
+	}
+	code, stdout, stderr := runArgs(t, "replay", "--policy", replayCandidate, "--name", "tenant", two)
+	if code != 0 || !strings.Contains(stdout, "in place of policy tenant\n1 decision records: 1 replayed, 0 skipped\n") || !strings.Contains(stdout, "1 records of other policies ignored\n") {
+		t.Errorf("--name tenant: exit %d\n%s%s", code, stdout, stderr)
+	}
+
 	for _, args := range [][]string{
 		{"replay", filepath.Join(dir, "bad.jsonl")},
 		{"replay", "--policy", replayCandidate, filepath.Join(dir, "missing.jsonl")},

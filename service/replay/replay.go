@@ -52,6 +52,9 @@ type Options struct {
 	// Examples is how many examples each group of differences keeps
 	// (default 3), the first ones in input order.
 	Examples int
+	// Policy, when set, replays only the records of that policy; the others
+	// are counted in OtherPolicies.
+	Policy string
 }
 
 // Reply is a status and text.
@@ -96,9 +99,13 @@ type Report struct {
 	Protected    int            `json:"protected"`
 	SkippedTotal int            `json:"skipped"`
 	Skipped      map[string]int `json:"skipped_by"`
-	// OtherLines counts process-log lines that are not decision records.
-	OtherLines  int      `json:"other_lines"`
-	Differences []*Group `json:"differences"`
+	// OtherLines counts process-log lines that are not decision records,
+	// OtherPolicies the records of policies other than Options.Policy.
+	OtherLines    int `json:"other_lines"`
+	OtherPolicies int `json:"other_policies"`
+	// RecordedPolicies names the policies whose records were replayed.
+	RecordedPolicies []string `json:"recorded_policies"`
+	Differences      []*Group `json:"differences"`
 }
 
 // Differs reports whether the candidate would answer any recorded reply
@@ -154,7 +161,7 @@ func Run(ctx context.Context, p *policy.Policy, inputs []Input, opts Options) (*
 		parts[i] = newPartial(opts.Examples)
 		wg.Go(func() {
 			for b := range batches {
-				if err := parts[i].replay(ctx, p, inputs[b.input].Name, b); err != nil {
+				if err := parts[i].replay(ctx, p, opts.Policy, inputs[b.input].Name, b); err != nil {
 					cancel(err)
 				}
 			}
@@ -213,6 +220,7 @@ func read(ctx context.Context, inputs []Input, batches chan<- batch) error {
 type partial struct {
 	rep      Report
 	groups   map[[2]string]*Group
+	policies map[string]bool
 	examples int
 }
 
@@ -220,6 +228,7 @@ func newPartial(examples int) *partial {
 	return &partial{
 		rep:      Report{BrokenBy: map[string]int{}, Skipped: map[string]int{}},
 		groups:   map[[2]string]*Group{},
+		policies: map[string]bool{},
 		examples: examples,
 	}
 }
@@ -231,7 +240,7 @@ type line struct {
 	Msg *string `json:"msg"`
 }
 
-func (pt *partial) replay(ctx context.Context, p *policy.Policy, name string, b batch) error {
+func (pt *partial) replay(ctx context.Context, p *policy.Policy, only, name string, b batch) error {
 	for i, raw := range b.lines {
 		if ctx.Err() != nil {
 			return nil
@@ -251,6 +260,10 @@ func (pt *partial) replay(ctx context.Context, p *policy.Policy, name string, b 
 		if err := l.Check(); err != nil {
 			return &BadInputError{Source: source, Err: err}
 		}
+		if only != "" && l.Policy != only {
+			pt.rep.OtherPolicies++
+			continue
+		}
 		pt.rep.Records++
 		if missing := l.Missing(); len(missing) > 0 {
 			pt.rep.SkippedTotal++
@@ -264,6 +277,7 @@ func (pt *partial) replay(ctx context.Context, p *policy.Policy, name string, b 
 			return &BadInputError{Source: source, Err: err}
 		}
 		pt.rep.Replayed++
+		pt.policies[l.Policy] = true
 		d := p.Evaluate(ctx, in)
 		kind := classify(&l.Record, d)
 		switch kind {
@@ -361,7 +375,11 @@ func verb(cmd *string) string {
 func merge(rep *Report, parts []*partial, examples int) {
 	rep.BrokenBy, rep.Skipped = map[string]int{}, map[string]int{}
 	groups := map[[2]string]*Group{}
+	policies := map[string]bool{}
 	for _, pt := range parts {
+		for name := range pt.policies {
+			policies[name] = true
+		}
 		r := &pt.rep
 		rep.Records += r.Records
 		rep.Replayed += r.Replayed
@@ -371,6 +389,7 @@ func merge(rep *Report, parts []*partial, examples int) {
 		rep.Protected += r.Protected
 		rep.SkippedTotal += r.SkippedTotal
 		rep.OtherLines += r.OtherLines
+		rep.OtherPolicies += r.OtherPolicies
 		for k, n := range r.BrokenBy {
 			rep.BrokenBy[k] += n
 		}
@@ -390,6 +409,10 @@ func merge(rep *Report, parts []*partial, examples int) {
 			all.Examples = append(all.Examples, g.Examples...)
 		}
 	}
+	for name := range policies {
+		rep.RecordedPolicies = append(rep.RecordedPolicies, name)
+	}
+	slices.Sort(rep.RecordedPolicies)
 	for _, g := range groups {
 		slices.SortFunc(g.Examples, func(a, b Example) int { return cmp.Compare(a.seq, b.seq) })
 		g.Examples = g.Examples[:min(len(g.Examples), examples)]
