@@ -88,3 +88,27 @@ func BenchmarkRun(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/100000, "ns/record")
 }
+
+// TestRunawayCandidateIsBroken: a candidate that never returns counts as
+// broken by timeout, retried or not.
+func TestRunawayCandidateIsBroken(t *testing.T) {
+	p, _, err := policy.Compile("runaway.lua", []byte(`kumo.on('smtp_server_rewrite_response', function(status) if status == 451 then while true do end end end)`),
+		policy.Options{EvalTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	data := `{"schema":1,"policy":"default","status":451,"response":"later","outcome":"unchanged","reply":{"status":451,"response":"later"}}
+{"schema":1,"policy":"default","status":250,"response":"OK","outcome":"unchanged","reply":{"status":250,"response":"OK"}}
+`
+	rep, err := Run(context.Background(), p, []Input{{Name: "a", Reader: strings.NewReader(data)}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Broken != 1 || rep.BrokenBy["timeout"] != 1 || rep.Same != 1 || !rep.Differs() {
+		t.Errorf("report %+v", rep)
+	}
+	if ex := rep.Differences[0].Examples[0]; ex.Source != "a:1" || ex.Candidate != (Reply{451, "later"}) || ex.Outcome != "timeout" {
+		t.Errorf("example %+v", ex)
+	}
+}
