@@ -40,6 +40,7 @@ type config struct {
 	profileCall callKind
 	serverEnv   []string
 	shadow      bool
+	records     int
 }
 
 func main() {
@@ -57,7 +58,8 @@ func main() {
 func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load")
+	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load; replay: rewrited replay over generated decision records")
+	fs.IntVar(&cfg.records, "records", 1_000_000, "decision records the replay mode generates and replays")
 	fs.IntVar(&cfg.reps, "reps", 7, "repetitions per call kind and concurrency (compare)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of one measured run (compare, and profile's profiled run)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured load before each concurrency level")
@@ -110,11 +112,13 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("durations must be positive")
 	case cfg.maxRequests < 1 || cfg.memInFlight < 1:
 		return cfg, errors.New("-max-requests and -mem-in-flight must be positive")
+	case cfg.records < 4:
+		return cfg, errors.New("-records must be at least 4")
 	}
 	if cfg.out == "" {
-		cfg.out = map[string]string{"compare": "latest.md", "memory": "memory.md", "profile": "profile.md"}[cfg.mode]
+		cfg.out = map[string]string{"compare": "latest.md", "memory": "memory.md", "profile": "profile.md", "replay": "replay.md"}[cfg.mode]
 		if cfg.out == "" {
-			return cfg, fmt.Errorf("-mode: %q is not compare, memory or profile", cfg.mode)
+			return cfg, fmt.Errorf("-mode: %q is not compare, memory, profile or replay", cfg.mode)
 		}
 		cfg.out = filepath.Join("bench", "results", cfg.out)
 	}
@@ -135,6 +139,15 @@ func benchmark(cfg config, stdout io.Writer) error {
 		if bin, err = buildServer(tmp, cfg.mode == "profile"); err != nil {
 			return err
 		}
+	}
+	if cfg.mode == "replay" {
+		var report bytes.Buffer
+		fmt.Fprintf(&report, "Command: `%s`\n\n", commandLine())
+		writeMachine(&report, cfg)
+		if err := replayBench(cfg, bin, tmp, &report); err != nil {
+			return err
+		}
+		return writeReport(cfg, stdout, report.Bytes())
 	}
 	profile := ""
 	if cfg.mode == "profile" {
@@ -178,7 +191,12 @@ func benchmark(cfg config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := stdout.Write(report.Bytes()); err != nil {
+	return writeReport(cfg, stdout, report.Bytes())
+}
+
+// writeReport writes the report to stdout and, unless -out is "-", to its file.
+func writeReport(cfg config, stdout io.Writer, report []byte) error {
+	if _, err := stdout.Write(report); err != nil {
 		return err
 	}
 	if cfg.out == "-" {
@@ -187,7 +205,7 @@ func benchmark(cfg config, stdout io.Writer) error {
 	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(cfg.out, report.Bytes(), 0o644)
+	return os.WriteFile(cfg.out, report, 0o644)
 }
 
 // serverArgs admits as many calls as the generator keeps in flight: the

@@ -9,16 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rewrited/rewrited/internal/decisiongen"
 	"github.com/rewrited/rewrited/service/policy"
 )
 
-const candidate = `kumo.on('smtp_server_rewrite_response', function(status, response, command, conn_meta)
-  if status == 550 then return 550, response .. ' (see ' .. (conn_meta:get_meta('help') or 'nothing') .. ')' end
-end)`
-
 func compile(t testing.TB) *policy.Policy {
 	t.Helper()
-	p, _, err := policy.Compile("candidate.lua", []byte(candidate), policy.Options{ProtectData: true, EvalTimeout: 10 * time.Second})
+	p, _, err := policy.Compile("candidate.lua", []byte(decisiongen.Candidate), policy.Options{ProtectData: true, EvalTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,21 +23,12 @@ func compile(t testing.TB) *policy.Policy {
 	return p
 }
 
-// records generates n decision records of a mix of replies: one in four a
-// 550 the candidate changes, with and without conn_meta.
-func records(n int) []byte {
+// records generates n decision records.
+func records(t testing.TB, n int) []byte {
+	t.Helper()
 	var b bytes.Buffer
-	for i := range n {
-		switch i % 4 {
-		case 0:
-			fmt.Fprintf(&b, `{"schema":1,"time":"2026-01-01T00:00:00Z","policy":"default","version":"v1","status":550,"response":"5.1.1 user %d unknown","command":"RCPT TO:<u%d@example.com>","conn_meta":{"help":"https://example.com/%d","received_from":"192.0.2.7:5210"},"outcome":"unchanged","reply":{"status":550,"response":"5.1.1 user %d unknown"},"elapsed_us":12.5}`+"\n", i, i, i, i)
-		case 1:
-			fmt.Fprintf(&b, `{"schema":1,"time":"2026-01-01T00:00:00Z","policy":"default","version":"v1","status":250,"response":"OK id=%d","command":"DATA","conn_meta":{"received_from":"192.0.2.7:5210"},"outcome":"unchanged","reply":{"status":250,"response":"OK id=%d"},"elapsed_us":8}`+"\n", i, i)
-		case 2:
-			fmt.Fprintf(&b, `{"schema":1,"time":"2026-01-01T00:00:00Z","policy":"default","version":"v1","status":250,"response":"2.1.0 sender ok","command":"MAIL FROM:<s%d@example.com>","outcome":"unchanged","reply":{"status":250,"response":"2.1.0 sender ok"},"elapsed_us":7}`+"\n", i)
-		default:
-			fmt.Fprintf(&b, `{"schema":1,"time":"2026-01-01T00:00:00Z","policy":"default","version":"v1","status":220,"response":"mx.example.com ready","conn_meta_keys":["received_from"],"outcome":"unchanged","reply":{"status":220,"response":"mx.example.com ready"},"elapsed_us":5}`+"\n")
-		}
+	if err := decisiongen.Write(&b, n); err != nil {
+		t.Fatal(err)
 	}
 	return b.Bytes()
 }
@@ -49,7 +37,7 @@ func records(n int) []byte {
 // the same, its examples the first in input order.
 func TestWorkersAgree(t *testing.T) {
 	p := compile(t)
-	data := records(5000)
+	data := records(t, 5000)
 	var reports []*Report
 	for _, workers := range []int{1, 4} {
 		rep, err := Run(context.Background(), p, []Input{{Name: "a", Reader: bytes.NewReader(data)}, {Name: "b", Reader: bytes.NewReader(data)}}, Options{Workers: workers})
@@ -78,7 +66,7 @@ func TestWorkersAgree(t *testing.T) {
 // BenchmarkRun is the cost of replaying one record, decoding included.
 func BenchmarkRun(b *testing.B) {
 	p := compile(b)
-	data := records(100000)
+	data := records(b, 100000)
 	b.SetBytes(int64(len(data)))
 	b.ResetTimer()
 	for b.Loop() {
