@@ -234,11 +234,26 @@ func newPartial(examples int) *partial {
 }
 
 // line is what a decision-log line may hold: a record, and the message of
-// a process-log line.
+// a process-log line. The record's fields a replay does not read are
+// shadowed by skipped ones, which the decoder steps over instead of
+// decoding (a time to parse, objects to build).
 type line struct {
 	decisionlog.Record
 	Msg *string `json:"msg"`
+
+	Time          skipped `json:"time"`
+	Version       skipped `json:"version"`
+	MetaUpdates   skipped `json:"meta_updates"`
+	Proposed      skipped `json:"proposed"`
+	Error         skipped `json:"error"`
+	ElapsedMicros skipped `json:"elapsed_us"`
+	TraceID       skipped `json:"trace_id"`
 }
+
+// skipped is a JSON value left undecoded.
+type skipped struct{}
+
+func (*skipped) UnmarshalJSON([]byte) error { return nil }
 
 func (pt *partial) replay(ctx context.Context, p *policy.Policy, only, name string, b batch) error {
 	for i, raw := range b.lines {
