@@ -194,7 +194,7 @@ func (r *Registry) Reload() error {
 			continue
 		}
 		if _, ok := next[key]; !ok {
-			r.cfg.Logger.Info("policy removed", "policy", p.Name(), "file", p.File(), "version", p.Version())
+			r.cfg.Logger.Info("policy removed", "policy", p.Name(), "file", p.File(), "version", p.Version(), "candidate", key != p.Name())
 		}
 		p.Close()
 	}
