@@ -108,8 +108,7 @@ func (s *Shadow) Observe(_ context.Context, live *policy.Policy, in policy.Input
 	}
 	// The request's strings and conn_meta may share the received message,
 	// which the server reuses once the call returns.
-	j := job{candidate: candidate, liveVersion: live.Version(), in: clone(in), live: d}
-	j.live.Response = strings.Clone(d.Response)
+	j := job{candidate: candidate, liveVersion: live.Version(), in: clone(in), live: cloneDecision(d)}
 	select {
 	case s.jobs <- j:
 	default:
@@ -192,6 +191,42 @@ func Answer(d policy.Decision) policy.Reply {
 		return *d.Proposed
 	}
 	return d.Reply
+}
+
+// cloneDecision copies the strings of d, which may be the request's text
+// handed back by the policy.
+func cloneDecision(d policy.Decision) policy.Decision {
+	d.Response = strings.Clone(d.Response)
+	if d.Proposed != nil {
+		proposed := policy.Reply{Status: d.Proposed.Status, Response: strings.Clone(d.Proposed.Response)}
+		d.Proposed = &proposed
+	}
+	if d.MetaUpdates != nil {
+		d.MetaUpdates = cloneValue(d.MetaUpdates).(map[string]any)
+	}
+	return d
+}
+
+// cloneValue deep-copies a JSON-like value as set_meta stores it.
+func cloneValue(v any) any {
+	switch x := v.(type) {
+	case string:
+		return strings.Clone(x)
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[strings.Clone(k)] = cloneValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = cloneValue(e)
+		}
+		return out
+	default:
+		return v
+	}
 }
 
 func sameUpdates(a, b map[string]any) bool {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -170,5 +171,21 @@ func TestNoCandidateOrNotSampled(t *testing.T) {
 		if len(got.get()) != 0 {
 			t.Errorf("%+v: compared %v", cfg, got.get())
 		}
+	}
+}
+
+func TestCloneDecisionSharesNoString(t *testing.T) {
+	buf := []byte("OK nested")
+	text := unsafe.String(&buf[0], len(buf))
+	d := policy.Decision{
+		Reply:       policy.Reply{Status: 250, Response: text},
+		Proposed:    &policy.Reply{Status: 250, Response: text},
+		MetaUpdates: map[string]any{"a": text, "b": []any{text, 1.0, map[string]any{"c": text}}},
+	}
+	c := cloneDecision(d)
+	copy(buf, "XXXXXXXXX")
+	want := map[string]any{"a": "OK nested", "b": []any{"OK nested", 1.0, map[string]any{"c": "OK nested"}}}
+	if c.Response != "OK nested" || c.Proposed.Response != "OK nested" || !reflect.DeepEqual(c.MetaUpdates, want) {
+		t.Errorf("the copy changed with the original: %+v %+v", c, c.MetaUpdates)
 	}
 }
