@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -229,5 +231,30 @@ func TestReplayProcessLog(t *testing.T) {
 	}
 	if rep.Records != 2 || rep.Same != 1 || rep.Changed != 1 || rep.OtherLines < 2 {
 		t.Errorf("report: %s", stdout)
+	}
+}
+
+// TestServeDecisionLogRotates: past --decision-log-max-mb the file is
+// rotated, and replay reads the rotated file and the current one alike.
+func TestServeDecisionLogRotates(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "decisions.jsonl")
+	p := rewritedtest.Start(t, "--policy", replayLive, "--decision-log", file, "--decision-log-sample", "1", "--decision-log-max-mb", "1")
+	client := rewritev1.NewRewriteServiceClient(dial(t, p.Addr))
+	ctx := testCtx(t)
+	text := strings.Repeat(strings.Repeat("x", 500)+"\n", 200) // 100 KB in lines of 500
+	const calls = 12 // records of 200 KB: the text and the reply sent
+	for range calls {
+		if _, err := client.RewriteResponse(ctx, &rewritev1.RewriteResponseRequest{Status: 451, Response: text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "decisions*.jsonl"))
+	if err != nil || len(files) < 2 || !slices.Contains(files, file) {
+		t.Fatalf("files %v, %v: want the current file and rotated ones", files, err)
+	}
+	code, stdout, stderr := runArgs(t, append([]string{"replay", "--policy", replayLive, "--eval-timeout", evalSlack}, files...)...)
+	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("%d decision records: %d replayed, 0 skipped\n", calls, calls)) {
+		t.Errorf("replaying %v: exit %d\n%s%s", files, code, stdout, stderr)
 	}
 }
