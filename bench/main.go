@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rewrited/rewrited/examples/policies"
 )
 
 type config struct {
@@ -37,6 +39,8 @@ type config struct {
 	pprofOut    string
 	profileCall callKind
 	serverEnv   []string
+	shadow      bool
+	records     int
 }
 
 func main() {
@@ -54,7 +58,8 @@ func main() {
 func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load")
+	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load; replay: rewrited replay over generated decision records")
+	fs.IntVar(&cfg.records, "records", 1_000_000, "decision records the replay mode generates and replays")
 	fs.IntVar(&cfg.reps, "reps", 7, "repetitions per call kind and concurrency (compare)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of one measured run (compare, and profile's profiled run)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured load before each concurrency level")
@@ -68,6 +73,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.memInFlight, "mem-in-flight", 64, "calls in flight during the memory and profile runs")
 	serverEnv := fs.String("server-env", "", "comma-separated `VAR=value` settings added to the server's environment only, e.g. GOGC=200,GOMEMLIMIT=256MiB")
 	fs.StringVar(&cfg.pprofOut, "pprof", "bench/results/cpu.prof", "where profile mode keeps the raw CPU profile")
+	fs.BoolVar(&cfg.shadow, "shadow", false, "serve the bundled policy from a --policy-dir with a candidate beside it (default.shadow.lua, the same policy), evaluated in the background on every request")
 	profileCall := fs.String("profile-call", "rewrite", "the call profile mode drives: rewrite (RewriteResponse) or health (Health.Check, the floor to compare a profile with)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -106,11 +112,13 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("durations must be positive")
 	case cfg.maxRequests < 1 || cfg.memInFlight < 1:
 		return cfg, errors.New("-max-requests and -mem-in-flight must be positive")
+	case cfg.records < 4:
+		return cfg, errors.New("-records must be at least 4")
 	}
 	if cfg.out == "" {
-		cfg.out = map[string]string{"compare": "latest.md", "memory": "memory.md", "profile": "profile.md"}[cfg.mode]
+		cfg.out = map[string]string{"compare": "latest.md", "memory": "memory.md", "profile": "profile.md", "replay": "replay.md"}[cfg.mode]
 		if cfg.out == "" {
-			return cfg, fmt.Errorf("-mode: %q is not compare, memory or profile", cfg.mode)
+			return cfg, fmt.Errorf("-mode: %q is not compare, memory, profile or replay", cfg.mode)
 		}
 		cfg.out = filepath.Join("bench", "results", cfg.out)
 	}
@@ -132,11 +140,28 @@ func benchmark(cfg config, stdout io.Writer) error {
 			return err
 		}
 	}
+	if cfg.mode == "replay" {
+		var report bytes.Buffer
+		fmt.Fprintf(&report, "Command: `%s`\n\n", commandLine())
+		writeMachine(&report, cfg)
+		if err := replayBench(cfg, bin, tmp, &report); err != nil {
+			return err
+		}
+		return writeReport(cfg, stdout, report.Bytes())
+	}
 	profile := ""
 	if cfg.mode == "profile" {
 		profile = filepath.Join(tmp, "cpu.pprof")
 	}
-	srv, err := startServer(bin, cfg.serverProcs, cfg.serverEnv, serverArgs(cfg), profile)
+	args := serverArgs(cfg)
+	if cfg.shadow {
+		dir, err := shadowPolicyDir(tmp)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--policy-dir", dir)
+	}
+	srv, err := startServer(bin, cfg.serverProcs, cfg.serverEnv, args, profile)
 	if err != nil {
 		return err
 	}
@@ -166,7 +191,12 @@ func benchmark(cfg config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := stdout.Write(report.Bytes()); err != nil {
+	return writeReport(cfg, stdout, report.Bytes())
+}
+
+// writeReport writes the report to stdout and, unless -out is "-", to its file.
+func writeReport(cfg config, stdout io.Writer, report []byte) error {
+	if _, err := stdout.Write(report); err != nil {
 		return err
 	}
 	if cfg.out == "-" {
@@ -175,7 +205,7 @@ func benchmark(cfg config, stdout io.Writer) error {
 	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(cfg.out, report.Bytes(), 0o644)
+	return os.WriteFile(cfg.out, report, 0o644)
 }
 
 // serverArgs admits as many calls as the generator keeps in flight: the
@@ -184,6 +214,24 @@ func benchmark(cfg config, stdout io.Writer) error {
 func serverArgs(cfg config) []string {
 	need := max(slices.Max(cfg.inFlight), cfg.memInFlight)
 	return []string{"--max-concurrent", strconv.Itoa(need)}
+}
+
+// shadowPolicyDir writes the bundled policy as default.lua and, as its
+// candidate, default.shadow.lua: the same policy under another version, so
+// that every request is also evaluated by the candidate and the answers the
+// load generator checks stay the same.
+func shadowPolicyDir(tmp string) (string, error) {
+	dir := filepath.Join(tmp, "policies")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", err
+	}
+	candidate := append(slices.Clone(policies.Default), "\n-- candidate\n"...)
+	for file, src := range map[string][]byte{"default.lua": policies.Default, "default.shadow.lua": candidate} {
+		if err := os.WriteFile(filepath.Join(dir, file), src, 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
 }
 
 func commandLine() string {

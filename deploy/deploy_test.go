@@ -699,7 +699,7 @@ func TestDeployedArgsServe(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			info := fmt.Sprintf(`rewrited_policy_info{policy="default",version=%q} 1`, res.GetPolicyVersion())
+			info := fmt.Sprintf(`rewrited_policy_info{policy="default",shadow_version="",version=%q} 1`, res.GetPolicyVersion())
 			if !strings.Contains(string(body), info+"\n") {
 				t.Errorf("/metrics lacks %s", info)
 			}

@@ -23,6 +23,7 @@ Usage:
   rewrited check [--lua-path TEMPLATES] FILE...
   rewrited eval --policy FILE --status CODE [--response TEXT] [--command LINE] [--meta KEY=VALUE] [--json]
   rewrited test [-v] PATH...
+  rewrited replay --policy FILE [--json] [DECISIONS.jsonl...]
   rewrited version
 
 Run "rewrited COMMAND --help" for a command's flags.
@@ -38,6 +39,7 @@ var commands = map[string]command{
 	"check":   runCheck,
 	"eval":    runEval,
 	"test":    runTest,
+	"replay":  runReplay,
 	"version": runVersion,
 }
 

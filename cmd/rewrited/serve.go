@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
+	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/rewrited/rewrited/examples/policies"
 	"github.com/rewrited/rewrited/service/decisionlog"
@@ -27,6 +28,7 @@ import (
 	"github.com/rewrited/rewrited/service/registry"
 	"github.com/rewrited/rewrited/service/rewrite"
 	"github.com/rewrited/rewrited/service/server"
+	"github.com/rewrited/rewrited/service/shadow"
 )
 
 // maxRequestBytesLimit bounds --max-request-bytes: gRPC decodes up to four
@@ -43,7 +45,12 @@ type serveConfig struct {
 	logFormat        string
 	logLevel         string
 	decisionSample   float64
+	decisionLog      string
+	decisionLogMB    int
+	decisionLogKeep  int
+	decisionLogMeta  string
 	shadowSample     float64
+	shadowLogSample  float64
 	metricsListen    string
 	tlsCert          string
 	tlsKey           string
@@ -101,14 +108,19 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	c.luaPath = luaPathFlag(fs)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "gRPC listen `address`")
 	fs.StringVar(&c.policyFile, "policy", "", "serve this policy `file` as the default policy, reloaded when it changes (default: the bundled example policy)")
-	fs.StringVar(&c.policyDir, "policy-dir", "", "serve every NAME.lua in `dir` as policy NAME (NAME.shadow.lua: NAME in shadow mode), reloaded when the directory changes")
+	fs.StringVar(&c.policyDir, "policy-dir", "", "serve every NAME.lua in `dir` as policy NAME, reloaded when the directory changes; NAME.shadow.lua beside NAME.lua is NAME's candidate, evaluated in the background and compared, and alone serves NAME in shadow mode")
 	fs.BoolVar(&c.shadow, "shadow", false, "shadow mode for every policy: evaluate, log and count rewrites, but return the original reply")
 	fs.BoolVar(&c.protectData, "protect-data", true, "keep the original when a policy turns a successful DATA reply into a failure (--protect-data=false to allow it)")
 	fs.DurationVar(&c.evalTimeout, "eval-timeout", policy.DefaultEvalTimeout, "time budget of one policy evaluation")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.Float64Var(&c.decisionSample, "decision-log-sample", 0, "fraction of decisions logged, 0 to 1 (0: none, 1: all)")
-	fs.Float64Var(&c.shadowSample, "shadow-log-sample", 1, "fraction of shadow-mode would-be rewrites logged, 0 to 1")
+	fs.Float64Var(&c.decisionSample, "decision-log-sample", 0, "fraction of decisions recorded, 0 to 1 (0: none, 1: all)")
+	fs.StringVar(&c.decisionLog, "decision-log", "", "write the decision records to this `file` as JSON lines, rotated by size, instead of the log")
+	fs.IntVar(&c.decisionLogMB, "decision-log-max-mb", 100, "size in MiB at which --decision-log is rotated")
+	fs.IntVar(&c.decisionLogKeep, "decision-log-backups", 5, "rotated --decision-log files kept (0: all)")
+	fs.StringVar(&c.decisionLogMeta, "decision-log-meta", "keys", "conn_meta in decision records: keys (its keys only) or full (the whole object, which replay needs)")
+	fs.Float64Var(&c.shadowSample, "shadow-sample", 1, "fraction of a policy's requests its candidate (NAME.shadow.lua beside NAME.lua) is evaluated on, 0 to 1")
+	fs.Float64Var(&c.shadowLogSample, "shadow-log-sample", 1, "fraction of shadow-mode would-be rewrites, and of candidate replies that differ, logged, 0 to 1")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this `address` (default: no metrics)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve gRPC over TLS with this PEM certificate `file` (reloaded when it changes and on SIGHUP)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
@@ -139,7 +151,15 @@ func (c *serveConfig) check() error {
 	case c.decisionSample < 0 || c.decisionSample > 1:
 		return fmt.Errorf("--decision-log-sample: %v is not between 0 and 1", c.decisionSample)
 	case c.shadowSample < 0 || c.shadowSample > 1:
-		return fmt.Errorf("--shadow-log-sample: %v is not between 0 and 1", c.shadowSample)
+		return fmt.Errorf("--shadow-sample: %v is not between 0 and 1", c.shadowSample)
+	case c.shadowLogSample < 0 || c.shadowLogSample > 1:
+		return fmt.Errorf("--shadow-log-sample: %v is not between 0 and 1", c.shadowLogSample)
+	case c.decisionLogMB <= 0:
+		return fmt.Errorf("--decision-log-max-mb: %d is not positive", c.decisionLogMB)
+	case c.decisionLogKeep < 0:
+		return fmt.Errorf("--decision-log-backups: %d is negative", c.decisionLogKeep)
+	case c.decisionLogMeta != "keys" && c.decisionLogMeta != "full":
+		return fmt.Errorf("--decision-log-meta: %q is neither keys nor full", c.decisionLogMeta)
 	case (c.tlsCert == "") != (c.tlsKey == ""):
 		return errors.New("--tls-cert and --tls-key go together")
 	case c.tlsClientCA != "" && c.tlsCert == "":
@@ -293,8 +313,19 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 		return err
 	}
 	obs := observers{m}
-	if cfg.decisionSample > 0 || cfg.shadowSample > 0 {
-		obs = append(obs, decisionlog.New(logger, cfg.decisionSample, cfg.shadowSample))
+	if cfg.decisionSample > 0 || cfg.shadowLogSample > 0 {
+		dl := decisionlog.Config{Logger: logger, Sample: cfg.decisionSample, ShadowSample: cfg.shadowLogSample, FullMeta: cfg.decisionLogMeta == "full"}
+		if cfg.decisionLog != "" {
+			file := &lumberjack.Logger{Filename: cfg.decisionLog, MaxSize: cfg.decisionLogMB, MaxBackups: cfg.decisionLogKeep}
+			defer file.Close()
+			dl.File = file
+		}
+		obs = append(obs, decisionlog.New(dl))
+	}
+	if cfg.policyDir != "" && cfg.shadowSample > 0 {
+		sh := shadow.New(shadow.Config{Candidates: reg, Sample: cfg.shadowSample, LogSample: cfg.shadowLogSample, OnCompare: m.ShadowCompared, Logger: logger})
+		defer sh.Close()
+		obs = append(obs, sh)
 	}
 	svc := rewrite.New(reg, rewrite.WithLogger(logger), rewrite.WithObserver(obs))
 	srv := server.New(svc, sc)

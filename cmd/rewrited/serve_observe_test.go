@@ -49,7 +49,7 @@ end)
 		`rewrited_eval_seconds_bucket{policy="default",le="1e-05"}`,
 		`rewrited_eval_seconds_bucket{policy="default",le="0.0001"}`,
 		`rewrited_eval_seconds_count{policy="default"} 5`,
-		`rewrited_policy_info{policy="default",version="` + version + `"} 1`,
+		`rewrited_policy_info{policy="default",shadow_version="",version="` + version + `"} 1`,
 		`rewrited_policy_reloads_total{policy="default",result="success"} 1`,
 		`rewrited_policy_shadow{policy="default"} 0`,
 		`rewrited_lua_states_idle{policy="default"}`,
@@ -95,7 +95,7 @@ func TestServeDecisionLogRedactsAuth(t *testing.T) {
 	var got []string
 	for _, rec := range logRecords(p, "decision") {
 		got = append(got, rec["command"].(string))
-		if rec["policy"] != "default" || rec["outcome"] != "rewritten" || rec["status_in"] != 535.0 || rec["version"] == "" {
+		if rec["policy"] != "default" || rec["outcome"] != "rewritten" || rec["status"] != 535.0 || rec["version"] == "" {
 			t.Errorf("decision logged as %v", rec)
 		}
 	}

@@ -145,35 +145,9 @@ func TestServeReloadUnderLoad(t *testing.T) {
 	conn := dial(t, p.Addr)
 	ctx := testCtx(t)
 
+	l := startLoad(t, func() (*rewritev1.RewriteResponseResponse, error) { return decide(ctx, conn, "") }, texts)
 	stop := make(chan struct{})
-	var mu sync.Mutex
-	seen := map[string]int{}
-	var calls int
 	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := decide(ctx, conn, "")
-				if err != nil {
-					t.Errorf("call failed during reloads: %v", err)
-					return
-				}
-				if want, ok := texts[resp.PolicyVersion]; !ok || resp.Response != want {
-					t.Errorf("version %s answered %q, want %q", resp.PolicyVersion, resp.Response, want)
-					return
-				}
-				mu.Lock()
-				seen[resp.PolicyVersion]++
-				calls++
-				mu.Unlock()
-			}
-		})
-	}
 	wg.Go(func() {
 		health := healthpb.NewHealthClient(conn)
 		for {
@@ -204,6 +178,7 @@ func TestServeReloadUnderLoad(t *testing.T) {
 	eventually(t, "the last version serves", answers(ctx, conn, "", fmt.Sprintf("v%d", versions)))
 	close(stop)
 	wg.Wait()
+	calls, seen := l.finish()
 	if len(seen) < 3 {
 		t.Errorf("only %d versions answered: %v", len(seen), seen)
 	}
@@ -245,7 +220,7 @@ func TestServeRefusesBrokenReload(t *testing.T) {
 	for _, want := range []string{
 		`rewrited_policy_reloads_total{policy="default",result="failure"} 1`,
 		`rewrited_policy_reloads_total{policy="default",result="success"} 1`,
-		`rewrited_policy_info{policy="default",version="` + good + `"} 1`,
+		`rewrited_policy_info{policy="default",shadow_version="",version="` + good + `"} 1`,
 	} {
 		if !hasSample(body, want) {
 			t.Errorf("metrics lack %s", want)
@@ -257,7 +232,7 @@ func TestServeRefusesBrokenReload(t *testing.T) {
 	eventually(t, "the fixed policy serves", answers(ctx, conn, "", "fixed"))
 	body = scrape(t, url)
 	fixed := policy.Version([]byte(answering("fixed")))
-	if !hasSample(body, `rewrited_policy_info{policy="default",version="`+fixed+`"} 1`) || strings.Contains(body, good) {
+	if !hasSample(body, `rewrited_policy_info{policy="default",shadow_version="",version="`+fixed+`"} 1`) || strings.Contains(body, good) {
 		t.Errorf("rewrited_policy_info after the fix:\n%s", grepLines(body, "rewrited_policy_info"))
 	}
 }
@@ -361,14 +336,15 @@ func TestServeShadow(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "default.lua"), answering("live"))
 	writeFile(t, filepath.Join(dir, "trial.shadow.lua"), answering("trial"))
 	tests := []struct {
-		name   string
-		args   []string
-		policy string
-		want   rewritev1.Outcome
+		name     string
+		args     []string
+		policy   string
+		want     rewritev1.Outcome
+		proposed string
 	}{
-		{"live policy", nil, "", rewritev1.Outcome_OUTCOME_REWRITTEN},
-		{"NAME.shadow.lua", nil, "trial", rewritev1.Outcome_OUTCOME_SHADOWED},
-		{"--shadow", []string{"--shadow"}, "", rewritev1.Outcome_OUTCOME_SHADOWED},
+		{"live policy", nil, "", rewritev1.Outcome_OUTCOME_REWRITTEN, ""},
+		{"NAME.shadow.lua", nil, "trial", rewritev1.Outcome_OUTCOME_SHADOWED, "trial"},
+		{"--shadow", []string{"--shadow"}, "", rewritev1.Outcome_OUTCOME_SHADOWED, "live"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -400,7 +376,8 @@ func TestServeShadow(t *testing.T) {
 			if !counted || !hasSample(body, `rewrited_policy_shadow{policy="`+name+`"} 1`) {
 				t.Errorf("shadowed decision not counted:\n%s", grepLines(body, "shadow"))
 			}
-			if len(shadowLines) != 1 || shadowLines[0]["proposed_response"] == "OK" || shadowLines[0]["policy"] != name || shadowLines[0]["command"] != "DATA" {
+			proposed, _ := shadowLines[0]["proposed"].(map[string]any)
+			if len(shadowLines) != 1 || proposed["response"] != tt.proposed || shadowLines[0]["policy"] != name || shadowLines[0]["command"] != "DATA" {
 				t.Errorf("shadow log lines: %v", shadowLines)
 			}
 		})

@@ -36,6 +36,7 @@ type Metrics struct {
 	decisions *prometheus.CounterVec
 	eval      *prometheus.HistogramVec
 	reloads   *prometheus.CounterVec
+	shadow    *prometheus.CounterVec
 	// byPolicy maps a policy name to its resolved metrics, so that
 	// observing a decision looks up no label values.
 	byPolicy sync.Map
@@ -69,8 +70,12 @@ func New() *Metrics {
 			Name: "rewrited_policy_reloads_total",
 			Help: "Policy compilations, by policy and result (success or failure).",
 		}, []string{"policy", "result"}),
+		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rewrited_shadow_comparisons_total",
+			Help: "Requests of a live policy compared with its candidate (NAME.shadow.lua), by policy and result: same, different, shadow_error (the candidate failed) or skipped (shed when busy).",
+		}, []string{"policy", "result"}),
 	}
-	m.reg.MustRegister(m.grpc, m.decisions, m.eval, m.reloads,
+	m.reg.MustRegister(m.grpc, m.decisions, m.eval, m.reloads, m.shadow,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -116,6 +121,12 @@ func (m *Metrics) PolicyLoaded(name string, err error) {
 		m.forPolicy(name)
 	}
 	m.reloads.WithLabelValues(name, result).Inc()
+}
+
+// ShadowCompared counts one comparison of a live policy's reply with its
+// candidate's; it matches shadow.Config.OnCompare.
+func (m *Metrics) ShadowCompared(name, result string) {
+	m.shadow.WithLabelValues(name, result).Inc()
 }
 
 // Observe implements rewrite.Observer.

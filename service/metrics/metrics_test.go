@@ -20,6 +20,17 @@ type served []*policy.Policy
 
 func (s *served) Policies() []*policy.Policy { return *s }
 
+// withCandidates is a CandidateSource.
+type withCandidates struct {
+	served
+	candidates map[string]*policy.Policy
+}
+
+func (w *withCandidates) Candidate(name string) (*policy.Policy, bool) {
+	p, ok := w.candidates[name]
+	return p, ok
+}
+
 func compile(t *testing.T, name, src string) *policy.Policy {
 	t.Helper()
 	p, _, err := policy.Compile(name+".lua", []byte(src), policy.Options{Name: name, PoolSize: 2})
@@ -97,7 +108,7 @@ func TestObserveAndPolicies(t *testing.T) {
 		"rewrited_eval_seconds{policy=a} count=4",
 		"rewrited_policy_reloads_total{policy=a,result=success} 1",
 		"rewrited_policy_reloads_total{policy=a,result=failure} 1",
-		"rewrited_policy_info{policy=a,version=" + a.Version() + "} 1",
+		"rewrited_policy_info{policy=a,shadow_version=,version=" + a.Version() + "} 1",
 		"rewrited_policy_shadow{policy=a} 0",
 		"rewrited_lua_states_idle{policy=a} 2",
 		"rewrited_lua_states_created_total{policy=a} 2",
@@ -115,8 +126,28 @@ func TestObserveAndPolicies(t *testing.T) {
 	b := compile(t, "a", "-- empty")
 	*src = served{b}
 	got = strings.Join(samples(t, m, "rewrited_policy_info"), "\n")
-	if want := "rewrited_policy_info{policy=a,version=" + b.Version() + "} 1"; got != want {
+	if want := "rewrited_policy_info{policy=a,shadow_version=,version=" + b.Version() + "} 1"; got != want {
 		t.Errorf("after the swap:\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestPolicyInfoAndComparisonsOfACandidate(t *testing.T) {
+	m := New()
+	live := compile(t, "a", "kumo.on('smtp_server_rewrite_response', function() return 250, 'v1' end)")
+	cand := compile(t, "a", "kumo.on('smtp_server_rewrite_response', function() return 250, 'v2' end)")
+	m.CollectPolicies(&withCandidates{served{live}, map[string]*policy.Policy{"a": cand}})
+	m.ShadowCompared("a", "different")
+	m.ShadowCompared("a", "different")
+	m.ShadowCompared("a", "skipped")
+	got := strings.Join(samples(t, m, "rewrited_"), "\n")
+	for _, want := range []string{
+		"rewrited_policy_info{policy=a,shadow_version=" + cand.Version() + ",version=" + live.Version() + "} 1",
+		"rewrited_shadow_comparisons_total{policy=a,result=different} 2",
+		"rewrited_shadow_comparisons_total{policy=a,result=skipped} 1",
+	} {
+		if !strings.Contains(got+"\n", want+"\n") {
+			t.Errorf("missing %s in\n%s", want, got)
+		}
 	}
 }
 

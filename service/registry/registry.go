@@ -21,7 +21,8 @@ import (
 )
 
 // Policy file suffixes in a directory: NAME.lua is served as NAME, and
-// NAME.shadow.lua is served as NAME in shadow mode.
+// NAME.shadow.lua is served as NAME in shadow mode, or, beside a NAME.lua,
+// is NAME's candidate: evaluated on NAME's requests, never answering them.
 const (
 	luaSuffix    = ".lua"
 	shadowSuffix = ".shadow"
@@ -34,7 +35,7 @@ type Config struct {
 	File string
 	Src  []byte
 	// Dir serves every NAME.lua and NAME.shadow.lua in it (File is then
-	// ignored).
+	// ignored); a NAME.shadow.lua beside a NAME.lua is NAME's candidate.
 	Dir string
 	// Options are the compile options of every policy; Name is set per
 	// policy, and Shadow is turned on for NAME.shadow.lua files.
@@ -77,13 +78,27 @@ type failure struct {
 }
 
 // source is one policy file found by a scan; shadow says whether it is
-// served in shadow mode, by its name or by Config.Options.
+// served in shadow mode, by its name or by Config.Options, and candidate
+// whether it is the candidate beside a live policy of the same name.
 type source struct {
-	name   string
-	file   string
-	shadow bool
-	src    []byte
-	err    error
+	name      string
+	file      string
+	shadow    bool
+	candidate bool
+	src       []byte
+	err       error
+}
+
+// candidateKey is the key of name's candidate in the map of policies: not a
+// policy name a request can ask for.
+func candidateKey(name string) string { return name + " (candidate)" }
+
+// key is the source's key in the map of policies.
+func (s source) key() string {
+	if s.candidate {
+		return candidateKey(s.name)
+	}
+	return s.name
 }
 
 // Open loads every policy of cfg. Unlike a reload, which keeps the old
@@ -118,18 +133,28 @@ func (r *Registry) Policy(name string) (*policy.Policy, bool) {
 	return p, ok
 }
 
+// Candidate returns the candidate of the live policy name: the
+// NAME.shadow.lua beside its NAME.lua.
+func (r *Registry) Candidate(name string) (*policy.Policy, bool) {
+	p, ok := (*r.cur.Load())[candidateKey(name)]
+	return p, ok
+}
+
 // Names implements rewrite.Resolver.
 func (r *Registry) Names() []string {
 	m := *r.cur.Load()
 	names := make([]string, 0, len(m))
 	for name := range m {
-		names = append(names, name)
+		if rewrite.ValidPolicyName(name) {
+			names = append(names, name)
+		}
 	}
 	sort.Strings(names)
 	return names
 }
 
-// Policies returns the policies currently served, sorted by name.
+// Policies returns the policies currently served, sorted by name; the
+// candidates are left out (see Candidate).
 func (r *Registry) Policies() []*policy.Policy {
 	m := *r.cur.Load()
 	ps := make([]*policy.Policy, 0, len(m))
@@ -168,16 +193,16 @@ func (r *Registry) Reload() error {
 		}
 	}
 	for _, s := range found {
-		prev := old[s.name]
+		prev := old[s.key()]
 		if s.err == nil && prev != nil && prev.File() == s.file && prev.Options().Shadow == s.shadow && !prev.Stale(s.src) {
-			next[s.name] = prev
+			next[s.key()] = prev
 			continue
 		}
 		if f, ok := r.failed[s.file]; ok && s.err == nil && f.version == policy.Version(s.src) {
 			// Refused already, and logged and counted then.
 			errs = append(errs, f.err)
 			if prev != nil {
-				next[s.name] = prev
+				next[s.key()] = prev
 			}
 			continue
 		}
@@ -196,23 +221,23 @@ func (r *Registry) Reload() error {
 				continue
 			}
 			r.cfg.Logger.Error("policy refused: the previous version keeps serving", "policy", s.name, "file", s.file, "error", err.Error(), "version", prev.Version())
-			next[s.name] = prev
+			next[s.key()] = prev
 			continue
 		}
-		attrs := []any{"policy", s.name, "file", s.file, "version", p.Version(), "shadow", p.Options().Shadow}
+		attrs := []any{"policy", s.name, "file", s.file, "version", p.Version(), "shadow", p.Options().Shadow, "candidate", s.candidate}
 		if prev != nil {
 			attrs = append(attrs, "previous_version", prev.Version())
 		}
 		r.cfg.Logger.Info("policy loaded", attrs...)
-		next[s.name] = p
+		next[s.key()] = p
 	}
 	r.cur.Store(&next)
-	for name, p := range old {
-		if next[name] == p {
+	for key, p := range old {
+		if next[key] == p {
 			continue
 		}
-		if _, ok := next[name]; !ok {
-			r.cfg.Logger.Info("policy removed", "policy", name, "file", p.File(), "version", p.Version())
+		if _, ok := next[key]; !ok {
+			r.cfg.Logger.Info("policy removed", "policy", p.Name(), "file", p.File(), "version", p.Version(), "candidate", key != p.Name())
 		}
 		p.Close()
 	}
@@ -280,6 +305,8 @@ func (r *Registry) scan() ([]source, []error) {
 
 // scanDir lists NAME.lua and NAME.shadow.lua: regular files or symlinks to
 // them, skipping dotfiles (such as Kubernetes' ..data) and anything else.
+// A NAME.shadow.lua beside a NAME.lua is NAME's candidate, compiled as the
+// live policy would be: what it answers is compared, never sent.
 func (r *Registry) scanDir() ([]source, []error) {
 	entries, err := os.ReadDir(r.cfg.Dir)
 	if err != nil {
@@ -287,17 +314,19 @@ func (r *Registry) scanDir() ([]source, []error) {
 		return nil, []error{fmt.Errorf("--policy-dir: %w", err)}
 	}
 	found := []source{}
-	var errs []error
-	byName := map[string]string{}
+	live := map[string]bool{}
 	// ReadDir sorts by file name, and "a.lua" sorts before "a.shadow.lua":
-	// when both exist, the live policy wins.
+	// the live policy is known when its candidate comes.
 	for _, e := range entries {
 		base := e.Name()
 		if strings.HasPrefix(base, ".") || !strings.HasSuffix(base, luaSuffix) {
 			continue
 		}
 		name, shadow := strings.CutSuffix(strings.TrimSuffix(base, luaSuffix), shadowSuffix)
-		s := source{name: name, file: filepath.Join(r.cfg.Dir, base), shadow: shadow || r.cfg.Options.Shadow}
+		s := source{name: name, file: filepath.Join(r.cfg.Dir, base), shadow: shadow || r.cfg.Options.Shadow, candidate: shadow && live[name]}
+		if s.candidate {
+			s.shadow = r.cfg.Options.Shadow
+		}
 		if !rewrite.ValidPolicyName(name) {
 			r.cfg.Logger.Warn("policy file skipped: its name cannot be asked for (letters, digits, '_', '-', '.')", "file", s.file)
 			continue
@@ -313,19 +342,10 @@ func (r *Registry) scanDir() ([]source, []error) {
 		default:
 			s.src, s.err = readPolicy(s.file, r.cfg.MaxPolicyBytes)
 		}
-		if other, dup := byName[name]; dup {
-			err := &policy.LoadError{File: s.file, Message: fmt.Sprintf("policy %q is already served by %s: remove one of the two files", name, other)}
-			r.cfg.Logger.Error("policy refused", "policy", name, "file", s.file, "error", err.Error())
-			if r.cfg.OnLoad != nil {
-				r.cfg.OnLoad(name, err)
-			}
-			errs = append(errs, err)
-			continue
-		}
-		byName[name] = s.file
+		live[name] = live[name] || !shadow
 		found = append(found, s)
 	}
-	return found, errs
+	return found, nil
 }
 
 // readPolicy reads a policy file of at most maxBytes. An empty one is

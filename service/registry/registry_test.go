@@ -133,7 +133,7 @@ func TestOpenRefusesBrokenConfiguration(t *testing.T) {
 		{"syntax error", map[string]string{"default.lua": broken}, "default.lua:3:"},
 		{"empty directory", map[string]string{"README": "x"}, "no policy file"},
 		{"empty file", map[string]string{"default.lua": ""}, "default.lua: the file is empty"},
-		{"live and shadow", map[string]string{"a.lua": rewriteTo("a"), "a.shadow.lua": rewriteTo("b")}, `policy "a" is already served by`},
+		{"broken candidate", map[string]string{"a.lua": rewriteTo("a"), "a.shadow.lua": broken}, "a.shadow.lua:3:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -237,6 +237,73 @@ func TestReloadKeepsUnchangedShadowPolicies(t *testing.T) {
 		if d, _ := reply(t, r, name); d.Outcome != rewritev1.Outcome_OUTCOME_SHADOWED {
 			t.Errorf("%s: outcome %v, want shadowed", name, d.Outcome)
 		}
+	}
+}
+
+// TestCandidateBesideLivePolicy: NAME.shadow.lua beside NAME.lua is NAME's
+// candidate, compiled as the live policy is; without a live NAME.lua it is
+// served in shadow mode; renamed over NAME.lua it goes live.
+func TestCandidateBesideLivePolicy(t *testing.T) {
+	dir := t.TempDir()
+	live, shadow := filepath.Join(dir, "a.lua"), filepath.Join(dir, "a.shadow.lua")
+	write(t, live, rewriteTo("v1"))
+	write(t, shadow, rewriteTo("v2"))
+	r, l, _ := open(t, Config{Dir: dir})
+	if got, want := l.take(), []string{"a:ok", "a:ok"}; !slices.Equal(got, want) {
+		t.Errorf("loads = %v, want %v", got, want)
+	}
+	if got, want := r.Names(), []string{"a"}; !slices.Equal(got, want) {
+		t.Errorf("Names() = %v, want %v", got, want)
+	}
+	if got := len(r.Policies()); got != 1 {
+		t.Errorf("Policies() holds %d policies, want the live one only", got)
+	}
+	if d, ok := reply(t, r, "a"); !ok || d.Outcome != rewritev1.Outcome_OUTCOME_REWRITTEN || d.Response != "v1" {
+		t.Errorf("a answers %v %q (served %v), want v1 rewritten", d.Outcome, d.Response, ok)
+	}
+	c, ok := r.Candidate("a")
+	if !ok || c.File() != shadow || c.Name() != "a" || c.Options().Shadow {
+		t.Fatalf("Candidate(a) = %v, %v: want %s compiled live", c, ok, shadow)
+	}
+	if d := c.Evaluate(context.Background(), policy.Input{Status: 250, Response: "OK"}); d.Response != "v2" {
+		t.Errorf("the candidate answers %q, want v2", d.Response)
+	}
+	if _, ok := r.Candidate("b"); ok {
+		t.Error("Candidate(b) found a policy that does not exist")
+	}
+
+	// An unchanged candidate is kept; the rename makes v2 live.
+	if err := r.Reload(); err != nil || len(l.take()) != 0 {
+		t.Fatalf("a reload with nothing changed: %v", err)
+	}
+	if err := os.Rename(shadow, live); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := reply(t, r, "a"); d.Response != "v2" || d.Outcome != rewritev1.Outcome_OUTCOME_REWRITTEN {
+		t.Errorf("after the rename a answers %v %q, want v2 rewritten", d.Outcome, d.Response)
+	}
+	if _, ok := r.Candidate("a"); ok {
+		t.Error("the candidate outlived its file")
+	}
+	if st := c.Stats(); st.Idle != 0 {
+		t.Errorf("the replaced candidate still holds %d idle states", st.Idle)
+	}
+
+	// Without a live policy, NAME.shadow.lua is NAME in shadow mode.
+	if err := os.Rename(live, shadow); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := reply(t, r, "a"); !ok || d.Outcome != rewritev1.Outcome_OUTCOME_SHADOWED {
+		t.Errorf("a alone in shadow: %v (served %v), want shadowed", d.Outcome, ok)
+	}
+	if _, ok := r.Candidate("a"); ok {
+		t.Error("a shadow policy without a live one is also a candidate")
 	}
 }
 
