@@ -68,7 +68,8 @@ const defaultMaxConnections = 1024
 const reservedFiles = 64
 
 // openFileLimit is the process's limit on open files; the Go runtime has
-// raised its soft limit to the hard one at start. Zero when unknown.
+// raised its soft limit to (one below) the hard one at start. Zero when
+// unknown.
 func openFileLimit() uint64 {
 	var lim syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
