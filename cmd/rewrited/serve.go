@@ -279,12 +279,13 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	m.CollectPolicies(reg)
 
 	sc := server.Config{
-		Logger:           logger,
-		MaxRequestBytes:  cfg.maxRequestBytes,
-		MaxConcurrent:    cfg.maxConcurrent,
-		MaxConnectionAge: cfg.maxConnectionAge,
-		Unary:            []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()},
-		Stream:           []grpc.StreamServerInterceptor{m.StreamServerInterceptor()},
+		Logger:            logger,
+		MaxRequestBytes:   cfg.maxRequestBytes,
+		MaxConcurrent:     cfg.maxConcurrent,
+		MaxConnectionAge:  cfg.maxConnectionAge,
+		OnUnauthenticated: m.Unauthenticated,
+		Unary:             []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()},
+		Stream:            []grpc.StreamServerInterceptor{m.StreamServerInterceptor()},
 	}
 	tlsFiles, err := security(cfg, logger, &sc)
 	if err != nil {
