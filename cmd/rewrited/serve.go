@@ -76,7 +76,8 @@ const defaultMaxConnections = 1024
 const reservedFiles = 64
 
 // openFileLimit is the process's limit on open files; the Go runtime has
-// raised its soft limit to the hard one at start. Zero when unknown.
+// raised its soft limit to (one below) the hard one at start. Zero when
+// unknown.
 func openFileLimit() uint64 {
 	var lim syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil {
@@ -301,12 +302,13 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	m.CollectPolicies(reg)
 
 	sc := server.Config{
-		Logger:           logger,
-		MaxRequestBytes:  cfg.maxRequestBytes,
-		MaxConcurrent:    cfg.maxConcurrent,
-		MaxConnectionAge: cfg.maxConnectionAge,
-		Unary:            []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()},
-		Stream:           []grpc.StreamServerInterceptor{m.StreamServerInterceptor()},
+		Logger:            logger,
+		MaxRequestBytes:   cfg.maxRequestBytes,
+		MaxConcurrent:     cfg.maxConcurrent,
+		MaxConnectionAge:  cfg.maxConnectionAge,
+		OnUnauthenticated: m.Unauthenticated,
+		Unary:             []grpc.UnaryServerInterceptor{m.UnaryServerInterceptor()},
+		Stream:            []grpc.StreamServerInterceptor{m.StreamServerInterceptor()},
 	}
 	tlsFiles, err := security(cfg, logger, &sc)
 	if err != nil {

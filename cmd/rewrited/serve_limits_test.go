@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -432,5 +438,58 @@ func TestServePolicyLimits(t *testing.T) {
 	}
 	if resp, err := decide(ctx, conn, ""); err != nil || resp.Response != "fine" {
 		t.Errorf("default policy: %v, %v", resp, err)
+	}
+}
+
+// TestServeOpenFileLimit starts the server under prlimit: a soft limit
+// below the hard one is raised to it, and a hard limit too low for
+// --max-connections lowers the cap, with a warning.
+func TestServeOpenFileLimit(t *testing.T) {
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		t.Skip("prlimit (util-linux) is not installed")
+	}
+	tests := []struct {
+		nofile string
+		warns  bool
+	}{
+		{"256:4096", false},
+		{"512:512", true}, // 448 connections fit beside the reserve
+	}
+	for _, tt := range tests {
+		cmd := exec.Command("prlimit", "--nofile="+tt.nofile, rewritedtest.Binary(t), "serve", "--listen", "127.0.0.1:0", "--log-format", "json")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var logs []string
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() && !strings.Contains(sc.Text(), `"msg":"serving"`) {
+			logs = append(logs, sc.Text())
+		}
+		limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", cmd.Process.Pid))
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The Go runtime raises the soft limit to one below the hard one.
+		m := regexp.MustCompile(`Max open files\s+(\d+)\s+(\d+)\s`).FindSubmatch(limits)
+		if m == nil {
+			t.Fatalf("no open-file limit in /proc/PID/limits:\n%s", limits)
+		}
+		soft, _ := strconv.Atoi(string(m[1]))
+		hard, _ := strconv.Atoi(string(m[2]))
+		if want := strings.Split(tt.nofile, ":")[1]; string(m[2]) != want || soft < hard-1 {
+			t.Errorf("nofile %s: soft %d, hard %d; want the soft limit raised to the hard one %s", tt.nofile, soft, hard, want)
+		}
+		warned := slices.ContainsFunc(logs, func(l string) bool {
+			return strings.Contains(l, "open-file limit is too low") && strings.Contains(l, `"cap":448`)
+		})
+		if warned != tt.warns {
+			t.Errorf("nofile %s: warned %v, want %v:\n%s", tt.nofile, warned, tt.warns, strings.Join(logs, "\n"))
+		}
 	}
 }

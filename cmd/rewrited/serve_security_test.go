@@ -213,7 +213,7 @@ func TestServeReloadsCertificate(t *testing.T) {
 func TestServeRefusesUnauthenticatedBeforeDecoding(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	writeFile(t, tokenFile, "s3cret-token\n")
-	p := rewritedtest.Start(t, "--auth-token-file", tokenFile)
+	p := rewritedtest.Start(t, "--auth-token-file", tokenFile, "--metrics-listen", "127.0.0.1:0")
 	conn := dial(t, p.Addr)
 	ctx := testCtx(t)
 	req := rewritedtest.Raw(rewritedtest.RepeatedConnMeta(80_000))
@@ -226,6 +226,9 @@ func TestServeRefusesUnauthenticatedBeforeDecoding(t *testing.T) {
 	}
 	if used := p.CPUTime(t) - before; used > time.Second {
 		t.Errorf("the server used %v of CPU to refuse ten unauthenticated requests", used)
+	}
+	if body := scrape(t, metricsURL(t, p)); !hasSample(body, "rewrited_unauthenticated_total 10") {
+		t.Errorf("metrics lack rewrited_unauthenticated_total 10:\n%s", grepLines(body, "unauthenticated"))
 	}
 	var resp rewritev1.RewriteResponseResponse
 	err := conn.Invoke(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret-token"), method, req, &resp)

@@ -37,6 +37,9 @@ type Metrics struct {
 	eval      *prometheus.HistogramVec
 	reloads   *prometheus.CounterVec
 	shadow    *prometheus.CounterVec
+	// unauthenticated counts the calls refused for their token before
+	// any interceptor, the gRPC metrics' included, sees them.
+	unauthenticated prometheus.Counter
 	// byPolicy maps a policy name to its resolved metrics, so that
 	// observing a decision looks up no label values.
 	byPolicy sync.Map
@@ -74,12 +77,19 @@ func New() *Metrics {
 			Name: "rewrited_shadow_comparisons_total",
 			Help: "Requests of a live policy compared with its candidate (NAME.shadow.lua), by policy and result: same, different, shadow_error (the candidate failed) or skipped (shed when busy).",
 		}, []string{"policy", "result"}),
+		unauthenticated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rewrited_unauthenticated_total",
+			Help: "Calls refused for a missing or invalid bearer token, before their request was read.",
+		}),
 	}
-	m.reg.MustRegister(m.grpc, m.decisions, m.eval, m.reloads, m.shadow,
+	m.reg.MustRegister(m.grpc, m.decisions, m.eval, m.reloads, m.shadow, m.unauthenticated,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// Unauthenticated counts a call refused for its token.
+func (m *Metrics) Unauthenticated() { m.unauthenticated.Inc() }
 
 // Registry returns the registry the metrics are registered in.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }

@@ -18,16 +18,12 @@ import (
 
 // Request is a RewriteResponse request as the server decodes it: the fields
 // of LazyRewriteRequest, whose strings share one copy of the received
-// message, and the message's size.
+// message, or why it could not be decoded.
 type Request struct {
 	wirev1.LazyRewriteRequest
 	command string // backs LazyRewriteRequest.Command
-	size    int
 	err     error
 }
-
-// WireSize is the size of the request's encoding.
-func (r *Request) WireSize() int { return r.size }
 
 // Err is why the request could not be decoded, as an InvalidArgument
 // status, or nil.
@@ -56,7 +52,6 @@ func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
 		return c.CodecV2.Unmarshal(data, v)
 	}
 	if n := data.Len(); c.maxBytes > 0 && n > c.maxBytes {
-		r.size = n
 		r.err = status.Errorf(codes.InvalidArgument, "request: %d bytes, the limit is %d", n, c.maxBytes)
 		return nil
 	}
@@ -97,7 +92,6 @@ const (
 // Repeated conn_meta fields are joined once at the end, so that decoding
 // stays linear in the size of the request.
 func (r *Request) unmarshal(b []byte) error {
-	r.size = len(b)
 	whole := b
 	metaFields, metaBytes := 0, 0
 	for len(b) > 0 {

@@ -49,12 +49,15 @@ func (c clientErrorLog) level(code codes.Code) logging.Level {
 }
 
 // logRefusals logs the calls check refuses before any interceptor runs,
-// within the rate.
-func (c clientErrorLog) logRefusals(logger *slog.Logger, check tap.ServerInHandle) tap.ServerInHandle {
+// within the rate, and tells refused of each, when set.
+func (c clientErrorLog) logRefusals(logger *slog.Logger, refused func(), check tap.ServerInHandle) tap.ServerInHandle {
 	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
 		newCtx, err := check(ctx, info)
 		if err == nil {
 			return newCtx, nil
+		}
+		if refused != nil {
+			refused()
 		}
 		lvl := slog.Level(c.level(codes.Unauthenticated))
 		if logger.Enabled(ctx, lvl) {

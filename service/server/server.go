@@ -53,6 +53,9 @@ type Config struct {
 	// must carry; a call without one is refused from its headers, before
 	// its request is read.
 	Tokens *Tokens
+	// OnUnauthenticated, when set, is told of every call refused for its
+	// token: the interceptors, metrics included, never see those calls.
+	OnUnauthenticated func()
 	// MaxConnectionAge closes connections after this long (with a grace
 	// period), so round_robin clients spread onto replicas added since.
 	MaxConnectionAge time.Duration
@@ -96,7 +99,7 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 	unary = append(unary, limit(cfg.MaxConcurrent))
 	var opts []grpc.ServerOption
 	if cfg.Tokens != nil {
-		opts = append(opts, grpc.InTapHandle(clientErrors.logRefusals(cfg.Logger, cfg.Tokens.tap)))
+		opts = append(opts, grpc.InTapHandle(clientErrors.logRefusals(cfg.Logger, cfg.OnUnauthenticated, cfg.Tokens.tap)))
 	}
 	opts = append(opts,
 		grpc.ForceServerCodecV2(rewrite.NewCodec(cfg.MaxRequestBytes)),

@@ -360,7 +360,7 @@ func TestUnauthenticatedRequestIsNotDecoded(t *testing.T) {
 	}
 }
 
-// BenchmarkLimit is the per-call cost of the size and concurrency checks on
+// BenchmarkLimit is the per-call cost of the concurrency check on
 // a typical request.
 func BenchmarkLimit(b *testing.B) {
 	cmd := "DATA"
