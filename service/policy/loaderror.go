@@ -19,6 +19,9 @@ type LoadError struct {
 	Line    int // 0 when unknown
 	Message string
 	Hint    string // how to write a Lua 5.4-only construct in Lua 5.1
+	// Syntax is set when the policy's own text does not compile: the same
+	// text always fails the same way, whatever its modules hold.
+	Syntax bool
 }
 
 func (e *LoadError) Error() string {

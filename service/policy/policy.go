@@ -186,6 +186,10 @@ func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) 
 	near := min(opts.PoolSize, runtime.GOMAXPROCS(0))
 	proto, err := compileChunk(file, src)
 	if err != nil {
+		var le *LoadError
+		if errors.As(err, &le) {
+			le.Syntax = true
+		}
 		return nil, nil, err
 	}
 	p := &Policy{

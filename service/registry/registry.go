@@ -211,7 +211,7 @@ func (r *Registry) Reload() error {
 			r.cfg.OnLoad(s.name, err)
 		}
 		delete(r.failed, s.file)
-		if err != nil && s.err == nil {
+		if s.err == nil && failsAgain(err) {
 			r.failed[s.file] = failure{policy.Version(s.src), err}
 		}
 		if err != nil {
@@ -243,6 +243,23 @@ func (r *Registry) Reload() error {
 	}
 	return errors.Join(errs...)
 }
+
+// failsAgain reports whether err would come back from compiling the same
+// policy text again, whatever its modules hold: a syntax error, or a
+// compilation past the deadline. Other failures (a missing or broken module,
+// an error in the top level) are retried on every reload, since a module
+// edit can mend them.
+func failsAgain(err error) bool {
+	var le *policy.LoadError
+	var timeout *compileTimeout
+	return errors.As(err, &timeout) || errors.As(err, &le) && le.Syntax
+}
+
+// compileTimeout is a compilation refused for taking longer than
+// Config.CompileTimeout.
+type compileTimeout struct{ *policy.LoadError }
+
+func (e *compileTimeout) Unwrap() error { return e.LoadError }
 
 // compile builds and warms the policy of s, or returns why s cannot serve.
 // Past cfg.CompileTimeout it stops waiting and refuses the policy; the
@@ -284,7 +301,7 @@ func (s source) compile(cfg Config) (*policy.Policy, error) {
 				c.p.Close()
 			}
 		}()
-		return nil, &policy.LoadError{File: s.file, Message: fmt.Sprintf("compiling and warming the policy took longer than %v: make it smaller, or split its tables", cfg.CompileTimeout)}
+		return nil, &compileTimeout{&policy.LoadError{File: s.file, Message: fmt.Sprintf("compiling and warming the policy took longer than %v: make it smaller, or split its tables", cfg.CompileTimeout)}}
 	}
 }
 

@@ -530,3 +530,29 @@ func TestWatchModuleFolder(t *testing.T) {
 	write(t, filepath.Join(moduleDir, "greeting.lua"), "return {text = 'v2'}\n")
 	waitFor(t, "the policy serves the edited module", answers(t, r, "default", "v2"))
 }
+
+// TestMissingModuleRetried: a policy refused for a module it cannot find is
+// compiled again on the next reload, although its own text is unchanged,
+// since adding the module mends it; a syntax error is not.
+func TestMissingModuleRetried(t *testing.T) {
+	dir, moduleDir := t.TempDir(), t.TempDir()
+	opts := modulePolicy(t, dir, moduleDir, "v1")
+	r, l, _ := open(t, Config{Dir: dir, Options: opts})
+	l.take()
+	write(t, filepath.Join(dir, "default.lua"), "local g = require 'farewell'\nkumo.on('smtp_server_rewrite_response', function() return 250, g.text end)\n")
+	for range 2 {
+		if err := r.Reload(); err == nil || !strings.Contains(err.Error(), "module 'farewell' not found") {
+			t.Fatalf("reload with the module missing: %v", err)
+		}
+	}
+	if got, want := l.take(), []string{"default:failed", "default:failed"}; !slices.Equal(got, want) {
+		t.Errorf("loads = %v, want %v: the policy was not retried", got, want)
+	}
+	write(t, filepath.Join(moduleDir, "farewell.lua"), "return {text = 'v2'}\n")
+	if err := r.Reload(); err != nil {
+		t.Fatalf("reload once the module exists: %v", err)
+	}
+	if d, _ := reply(t, r, "default"); d.Response != "v2" {
+		t.Errorf("after the module appeared: %q", d.Response)
+	}
+}
