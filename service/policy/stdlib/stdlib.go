@@ -92,6 +92,10 @@ func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
 	b.openKumoRegex(L, kumo)
 	b.openKumoSerde(L, kumo)
 	b.openMemoize(L, kumo)
+	b.openKumoEncode(L, kumo)
+	b.openKumoDigest(L, kumo)
+	b.openKumoUUID(L, kumo)
+	b.openKumoLoad(L, kumo)
 }
 
 // globalTable returns the global library table name, creating it when the engine did not open it.
