@@ -98,6 +98,7 @@ func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
 	b.openKumoLoad(L, kumo)
 	b.openKumoTime(L, kumo)
 	b.openKumoMaps(L, kumo)
+	openPSL(L, kumo)
 }
 
 // globalTable returns the global library table name, creating it when the engine did not open it.
