@@ -116,7 +116,9 @@ func (b *lib) tomlEncode(L *lua.LState) int {
 		argError(L, 1, fname, "a table with string keys expected")
 	}
 	w := &limitedBuilder{max: b.max}
-	if err := toml.NewEncoder(w).Encode(v); err != nil {
+	enc := toml.NewEncoder(w)
+	enc.Indent = ""
+	if err := enc.Encode(tomlIntegers(v)); err != nil {
 		if errors.Is(err, errTOMLTooLarge) {
 			tooLarge(L, fname, b.max)
 		}
@@ -124,4 +126,24 @@ func (b *lib) tomlEncode(L *lua.LState) int {
 	}
 	L.Push(lua.LString(w.String()))
 	return 1
+}
+
+// tomlIntegers turns integral numbers back into integers, which Lua 5.4 and TOML
+// both tell apart from floats, so that 1 is written as 1 and not 1.0.
+func tomlIntegers(v any) any {
+	switch x := v.(type) {
+	case float64:
+		if i, ok := toInteger(x); ok {
+			return i
+		}
+	case []any:
+		for i := range x {
+			x[i] = tomlIntegers(x[i])
+		}
+	case map[string]any:
+		for k := range x {
+			x[k] = tomlIntegers(x[k])
+		}
+	}
+	return v
 }

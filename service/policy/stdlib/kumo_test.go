@@ -1,0 +1,106 @@
+package stdlib
+
+import (
+	"io/fs"
+	"strings"
+	"testing"
+	"time"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// fakeClock is a clock the test moves by hand.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+func TestMemoizeTTLFollowsTheClock(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2000, 1, 2, 3, 4, 5, 0, time.UTC)}
+	L := newState(t, Limits{Now: clock.now})
+	if _, err := eval(L, `
+		calls = 0
+		f = kumo.memoize(function(x) calls = calls + 1; return x end, {name = 'ttl', ttl = '10 seconds', capacity = 8})`); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		advance   time.Duration
+		wantCalls string
+	}{
+		{0, "1"},                       // first call computes
+		{9 * time.Second, "1"},         // still fresh
+		{time.Second, "2"},             // exactly ttl old: expired
+		{5 * time.Second, "2"},         // the recomputed entry is fresh again
+		{10 * time.Second, "3"},        // and expires in turn
+		{-100 * time.Second, "3"},      // a clock stepping back keeps the entry
+		{time.Hour + time.Second, "4"}, // long after
+	}
+	for i, s := range steps {
+		clock.t = clock.t.Add(s.advance)
+		got, err := eval(L, "f('k'); return calls")
+		if err != nil || got != s.wantCalls {
+			t.Fatalf("step %d: calls = %q, %v; want %s", i, got, err, s.wantCalls)
+		}
+	}
+}
+
+func TestTimeNowUsesTheClock(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2025, 8, 7, 4, 4, 29, 960_000_000, time.UTC)}
+	L := newState(t, Limits{Now: clock.now})
+	L.SetGlobal("advance", L.NewFunction(func(*lua.LState) int {
+		clock.t = clock.t.Add(1500 * time.Millisecond)
+		return 0
+	}))
+	got, err := eval(L, `
+		local now = kumo.time.now()
+		local timer = kumo.time.start_timer 'x'
+		local ms = kumo.time.epoch_millis()
+		advance()
+		return now:format '%Y-%m-%d %H:%M:%S.%3f', now:elapsed(), now.elapsed.human, timer:done(), kumo.time.since_millis(ms)`)
+	want := "2025-08-07 04:04:29.960\t1500000000\t1s 500ms\t1.5\t1500"
+	if err != nil || got != want {
+		t.Fatalf("got %q, %v; want %q", got, err, want)
+	}
+}
+
+func TestLoadersReadThroughReadFile(t *testing.T) {
+	files := map[string]string{
+		"/p/data.json": `{"a": [1, 2], // a comment
+			"b": {"c": "d"}}`,
+		"/p/data.toml": "title = 't'\n[owner]\nname = 'n'\nlist = [1, 2]\n",
+		"/p/bad.json":  `{"a": }`,
+		"/p/key":       "Jefe",
+		"/p/big.json":  `"` + strings.Repeat("x", 300) + `"`,
+	}
+	read := func(name string) ([]byte, error) {
+		if s, ok := files[name]; ok {
+			return []byte(s), nil
+		}
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	L := newState(t, Limits{ReadFile: read, MaxStringBytes: 64})
+	for _, c := range []struct{ code, want, wantErr string }{
+		{code: "local v = kumo.json_load '/p/data.json' return v.a[2], v.b.c", want: "2\td"},
+		{code: "local v = kumo.serde.json_load '/p/data.json' return #v.a", want: "2"},
+		{code: "local v = kumo.serde.toml_load '/p/data.toml' return v.title, v.owner.name, v.owner.list[2]", want: "t\tn\t2"},
+		{code: "local v = kumo.toml_load '/p/data.toml' return v.owner.list[1]", want: "1"},
+		{code: "return kumo.digest.hmac_sha256('/p/key', 'what do ya want for nothing?').hex", want: "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+		{code: "return kumo.json_load '/p/missing.json'", wantErr: "kumo.serde.json_load: open /p/missing.json: file does not exist"},
+		{code: "return kumo.json_load '/p/bad.json'", wantErr: "kumo.serde.json_load: /p/bad.json: invalid JSON"},
+		{code: "return kumo.json_load '/p/big.json'", wantErr: "kumo.serde.json_load: /p/big.json is too large"},
+		{code: "return kumo.json_load(nil)", wantErr: "bad argument #1 to 'kumo.serde.json_load' (string expected, got nil)"},
+	} {
+		got, err := eval(L, c.code)
+		switch {
+		case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
+			t.Errorf("%s: got %q, %v; want error %q", c.code, got, err, c.wantErr)
+		case c.wantErr == "" && (err != nil || got != c.want):
+			t.Errorf("%s: got %q, %v; want %q", c.code, got, err, c.want)
+		}
+	}
+
+	// Without ReadFile the loaders say so.
+	L2 := newState(t, Limits{})
+	if _, err := eval(L2, "return kumo.toml_load 'x.toml'"); err == nil || !strings.Contains(err.Error(), "kumo.serde.toml_load: reading files is not available here") {
+		t.Errorf("got %v", err)
+	}
+}
