@@ -118,7 +118,7 @@ func (b *lib) tomlEncode(L *lua.LState) int {
 	w := &limitedBuilder{max: b.max}
 	enc := toml.NewEncoder(w)
 	enc.Indent = ""
-	if err := enc.Encode(tomlIntegers(v)); err != nil {
+	if err := enc.Encode(integralNumbers(v)); err != nil {
 		if errors.Is(err, errTOMLTooLarge) {
 			tooLarge(L, fname, b.max)
 		}
@@ -128,9 +128,9 @@ func (b *lib) tomlEncode(L *lua.LState) int {
 	return 1
 }
 
-// tomlIntegers turns integral numbers back into integers, which Lua 5.4 and TOML
-// both tell apart from floats, so that 1 is written as 1 and not 1.0.
-func tomlIntegers(v any) any {
+// integralNumbers turns integral numbers back into integers, which Lua 5.4, TOML and
+// Jinja all tell apart from floats, so that 1 is written as 1 and not 1.0.
+func integralNumbers(v any) any {
 	switch x := v.(type) {
 	case float64:
 		if i, ok := toInteger(x); ok {
@@ -138,11 +138,11 @@ func tomlIntegers(v any) any {
 		}
 	case []any:
 		for i := range x {
-			x[i] = tomlIntegers(x[i])
+			x[i] = integralNumbers(x[i])
 		}
 	case map[string]any:
 		for k := range x {
-			x[k] = tomlIntegers(x[k])
+			x[k] = integralNumbers(x[k])
 		}
 	}
 	return v

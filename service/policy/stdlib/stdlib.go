@@ -99,6 +99,8 @@ func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
 	b.openKumoTime(L, kumo)
 	b.openKumoMaps(L, kumo)
 	openPSL(L, kumo)
+	openNormalize(L, kumo)
+	b.openTemplate(L, kumo)
 }
 
 // globalTable returns the global library table name, creating it when the engine did not open it.
