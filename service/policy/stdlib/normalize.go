@@ -174,4 +174,3 @@ func isBase64(t string) bool {
 	}
 	return false
 }
-

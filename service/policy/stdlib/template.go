@@ -6,6 +6,7 @@ import (
 	"io"
 	"path"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -22,7 +23,7 @@ import (
 // Bounds of kumo.string.eval_template: the engine runs in Go, out of reach of the
 // evaluation budget, so loops are charged for every item they visit.
 const (
-	maxTemplateIterations = 1 << 16
+	maxTemplateIterations = 1 << 13
 	maxTemplateRange      = 1 << 12
 	maxTemplateSource     = 1 << 16
 )
@@ -49,6 +50,9 @@ var templateFilters = []string{
 	"round", "safe", "select", "selectattr", "sort", "string", "striptags", "sum", "title",
 	"tojson", "trim", "truncate", "unique", "upper", "urlencode", "wordcount",
 }
+
+// unsupportedStatement finds gonja's error for a statement it does not know.
+var unsupportedStatement = regexp.MustCompile(`ControlStructure '(\w+)' not found \(or beginning not provided\)`)
 
 var (
 	templateEnvOnce sync.Once
@@ -368,7 +372,10 @@ func renderTemplate(name, source string, data map[string]any, max int, check fun
 	}
 	tpl, err := exec.NewTemplate(name, cfg, loader, templateEnv)
 	if err != nil {
-		return "", err
+		// gonja quotes the whole source; the caller knows it, the position is enough.
+		msg := strings.Replace(err.Error(), "failed to parse template '"+source+"': ", "", 1)
+		msg = unsupportedStatement.ReplaceAllString(msg, "the '$1' statement is not supported")
+		return "", errors.New(msg)
 	}
 	if mode == "json" {
 		wrapOutputs(tpl.Root(), jsonEscapeFilter)
