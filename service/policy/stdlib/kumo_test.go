@@ -104,3 +104,73 @@ func TestLoadersReadThroughReadFile(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// The KumoMTA helper modules join TestNoGoPanics' list of builtins.
+func init() {
+	installed = append(installed,
+		"kumo.memoize", "kumo.traceback", "kumo.memoize(print, {name = 'fuzz', ttl = 60, capacity = 2})",
+		"kumo.time.now", "kumo.time.from_unix_timestamp", "kumo.time.parse_rfc3339", "kumo.time.parse_rfc2822",
+		"kumo.time.with_ymd_hms", "kumo.time.parse_duration", "kumo.time.sleep", "kumo.time.start_timer",
+		"kumo.time.epoch_millis", "kumo.time.since_millis", "kumo.time.now().format",
+		"getmetatable(kumo.time.now()).__add", "getmetatable(kumo.time.now()).__sub",
+		"getmetatable(kumo.time.now()).__lt", "getmetatable(kumo.time.now()).__index",
+		"getmetatable(kumo.time.parse_duration(1)).__add", "getmetatable(kumo.time.parse_duration(1)).__sub",
+		"getmetatable(kumo.time.parse_duration(1)).__unm", "getmetatable(kumo.time.parse_duration(1)).__call",
+		"getmetatable(kumo.time.parse_duration(1)).__index", "kumo.time.start_timer('t').done",
+		"kumo.digest.sha256", "kumo.digest.crc32", "kumo.digest.hmac_sha256", "getmetatable(kumo.digest.sha1('')).__index",
+		"kumo.encode.base64_encode", "kumo.encode.base64_decode", "kumo.encode.base32hex_nopad_decode",
+		"kumo.encode.hex_decode", "kumo.encode.charset_encode", "kumo.encode.charset_decode",
+		"kumo.uuid.new_v4", "kumo.uuid.new_v7", "kumo.uuid.parse", "getmetatable(kumo.uuid.new_v4()).__index",
+		"kumo.json_load", "kumo.serde.toml_load", "kumo.serde.toml_parse", "kumo.serde.toml_encode",
+		"kumo.string.eval_template", "kumo.string.normalize_smtp_response", "kumo.string.psl_domain",
+		"kumo.string.psl_suffix", "kumo.string.psl_domain_is_known", "kumo.string.psl_suffix_is_known",
+		"kumo.cidr.make_map", "getmetatable(kumo.cidr.make_map()).__index", "getmetatable(kumo.cidr.make_map()).__newindex",
+		"kumo.domain_map.new", "getmetatable(kumo.domain_map.new()).__index", "getmetatable(kumo.domain_map.new()).__newindex",
+		"kumo.regex_set_map.new", "getmetatable(kumo.regex_set_map.new()).__index",
+	)
+}
+
+func BenchmarkMemoizeHit(b *testing.B) {
+	L := newState(b, Limits{})
+	if err := L.DoString(`
+		cached = kumo.memoize(function(domain, code) return domain .. code end, {name = 'bench', ttl = '5 minutes', capacity = 100})
+		cached('example.com', 250)
+	`); err != nil {
+		b.Fatal(err)
+	}
+	fn := L.GetGlobal("cached")
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := L.CallByParam(lua.P{Fn: fn, NRet: 1, Protect: true}, lua.LString("example.com"), lua.LNumber(250)); err != nil {
+			b.Fatal(err)
+		}
+		L.Pop(1)
+	}
+}
+
+func BenchmarkDigestSHA256Hex(b *testing.B) {
+	L := newState(b, Limits{})
+	if err := L.DoString(`function digest(s) return kumo.digest.sha256(s).hex end`); err != nil {
+		b.Fatal(err)
+	}
+	fn := L.GetGlobal("digest")
+	arg := lua.LString("550 5.1.1 The email account that you tried to reach does not exist")
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := L.CallByParam(lua.P{Fn: fn, NRet: 1, Protect: true}, arg); err != nil {
+			b.Fatal(err)
+		}
+		L.Pop(1)
+	}
+}
+
+// BenchmarkOpen is the cost of installing every library into a new state.
+func BenchmarkOpen(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		L := lua.NewState(lua.Options{SkipOpenLibs: true})
+		OpenStandard(L)
+		Open(L, nil, Limits{})
+		L.Close()
+	}
+}
