@@ -44,12 +44,11 @@ var hmacs = []struct {
 	{"hmac_sha512", sha512.New},
 }
 
-func (b *lib) openKumoDigest(L *lua.LState, kumo *lua.LTable) {
+func (b *lib) openKumoDigest(L *lua.LState, mod *lua.LTable) {
 	mt := L.NewTypeMetatable(digestTypeName)
 	mt.RawSetString("__index", L.NewFunction(digestIndex))
 	mt.RawSetString("__tostring", L.NewFunction(digestString))
 	mt.RawSetString("__eq", L.NewFunction(digestEq))
-	mod := subModule(L, kumo, "digest")
 	for _, d := range digests {
 		mod.RawSetString(d.name, L.NewFunction(b.digestFunc("kumo.digest."+d.name, d.new)))
 	}

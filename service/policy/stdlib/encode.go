@@ -45,8 +45,7 @@ func lookupCodec(name string) (binaryCodec, bool) {
 	return binaryCodec{}, false
 }
 
-func (b *lib) openKumoEncode(L *lua.LState, kumo *lua.LTable) {
-	mod := subModule(L, kumo, "encode")
+func (b *lib) openKumoEncode(L *lua.LState, mod *lua.LTable) {
 	for _, c := range binaryCodecs {
 		mod.RawSetString(c.name+"_encode", L.NewFunction(b.encodeFunc(c)))
 		mod.RawSetString(c.name+"_decode", L.NewFunction(decodeFunc(c)))

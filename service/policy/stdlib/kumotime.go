@@ -29,7 +29,7 @@ type timer struct {
 	done  bool
 }
 
-func (b *lib) openKumoTime(L *lua.LState, kumo *lua.LTable) {
+func (b *lib) openKumoTime(L *lua.LState, mod *lua.LTable) {
 	mt := L.NewTypeMetatable(timeTypeName)
 	setFuncs(L, mt, map[string]lua.LGFunction{
 		"__index":    b.timeIndex,
@@ -58,7 +58,6 @@ func (b *lib) openKumoTime(L *lua.LState, kumo *lua.LTable) {
 	tmt.RawSetString("__index", methods)
 	tmt.RawSetString("__close", L.NewFunction(b.timerDone))
 
-	mod := subModule(L, kumo, "time")
 	setFuncs(L, mod, map[string]lua.LGFunction{
 		"now":                 b.timeNow,
 		"from_unix_timestamp": timeFromUnix,
@@ -71,7 +70,6 @@ func (b *lib) openKumoTime(L *lua.LState, kumo *lua.LTable) {
 		"epoch_millis":        b.epochMillis,
 		"since_millis":        b.sinceMillis,
 	})
-	kumo.RawSetString("sleep", mod.RawGetString("sleep"))
 }
 
 func pushTime(L *lua.LState, t time.Time) {

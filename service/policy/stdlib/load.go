@@ -15,21 +15,19 @@ const maxLoadBytes = 16 << 20
 
 func (b *lib) openKumoLoad(L *lua.LState, kumo *lua.LTable) {
 	serde := subModule(L, kumo, "serde")
-	for name, fn := range map[string]lua.LGFunction{
-		"json_load": b.loader("json_load", b.parseJSON),
-		"toml_load": b.loader("toml_load", b.parseTOML),
+	encode := L.NewFunction(b.tomlEncode)
+	for name, fn := range map[string]lua.LValue{
+		"json_load":   L.NewFunction(b.loader("json_load", b.parseJSON)),
+		"toml_load":   L.NewFunction(b.loader("toml_load", b.parseTOML)),
+		"toml_parse":  L.NewFunction(b.tomlParse),
+		"toml_encode": encode,
+		// BurntSushi/toml always writes the expanded form, so the pretty variant shares it.
+		"toml_encode_pretty": encode,
 	} {
+		serde.RawSetString(name, fn)
 		// KumoMTA keeps the older kumo.* names as aliases of kumo.serde.*.
-		serde.RawSetString(name, L.NewFunction(fn))
-		kumo.RawSetString(name, L.NewFunction(fn))
+		kumo.RawSetString(name, fn)
 	}
-	// BurntSushi/toml always writes the expanded form, so the pretty variants share it.
-	for _, name := range []string{"toml_encode", "toml_encode_pretty"} {
-		serde.RawSetString(name, L.NewFunction(b.tomlEncode))
-		kumo.RawSetString(name, serde.RawGetString(name))
-	}
-	serde.RawSetString("toml_parse", L.NewFunction(b.tomlParse))
-	kumo.RawSetString("toml_parse", serde.RawGetString("toml_parse"))
 }
 
 // loadFile reads name through Limits.ReadFile.

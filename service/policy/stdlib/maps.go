@@ -39,21 +39,25 @@ type regexSetMap struct {
 	values   []lua.LValue
 }
 
-func (b *lib) openKumoMaps(L *lua.LState, kumo *lua.LTable) {
-	cmt := L.NewTypeMetatable(cidrMapTypeName)
-	cmt.RawSetString("__index", L.NewFunction(cidrIndex))
-	cmt.RawSetString("__newindex", L.NewFunction(cidrNewIndex))
-	subModule(L, kumo, "cidr").RawSetString("make_map", L.NewFunction(cidrMakeMap))
+func openKumoCIDR(L *lua.LState, mod *lua.LTable) {
+	mt := L.NewTypeMetatable(cidrMapTypeName)
+	mt.RawSetString("__index", L.NewFunction(cidrIndex))
+	mt.RawSetString("__newindex", L.NewFunction(cidrNewIndex))
+	mod.RawSetString("make_map", L.NewFunction(cidrMakeMap))
+}
 
-	dmt := L.NewTypeMetatable(domainMapTypeName)
-	dmt.RawSetString("__index", L.NewFunction(domainIndex))
-	dmt.RawSetString("__newindex", L.NewFunction(domainNewIndex))
-	subModule(L, kumo, "domain_map").RawSetString("new", L.NewFunction(domainMapNew))
+func openKumoDomainMap(L *lua.LState, mod *lua.LTable) {
+	mt := L.NewTypeMetatable(domainMapTypeName)
+	mt.RawSetString("__index", L.NewFunction(domainIndex))
+	mt.RawSetString("__newindex", L.NewFunction(domainNewIndex))
+	mod.RawSetString("new", L.NewFunction(domainMapNew))
+}
 
-	rmt := L.NewTypeMetatable(regexSetMapTypeName)
-	rmt.RawSetString("__index", L.NewFunction(regexSetIndex))
-	rmt.RawSetString("__newindex", L.NewFunction(regexSetNewIndex))
-	subModule(L, kumo, "regex_set_map").RawSetString("new", L.NewFunction(regexSetMapNew))
+func openKumoRegexSetMap(L *lua.LState, mod *lua.LTable) {
+	mt := L.NewTypeMetatable(regexSetMapTypeName)
+	mt.RawSetString("__index", L.NewFunction(regexSetIndex))
+	mt.RawSetString("__newindex", L.NewFunction(regexSetNewIndex))
+	mod.RawSetString("new", L.NewFunction(regexSetMapNew))
 }
 
 // seedPairs calls set for every pair of the optional table argument 1.

@@ -91,16 +91,7 @@ func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
 	b.openKumoString(L, kumo)
 	b.openKumoRegex(L, kumo)
 	b.openKumoSerde(L, kumo)
-	b.openMemoize(L, kumo)
-	b.openKumoEncode(L, kumo)
-	b.openKumoDigest(L, kumo)
-	b.openKumoUUID(L, kumo)
-	b.openKumoLoad(L, kumo)
-	b.openKumoTime(L, kumo)
-	b.openKumoMaps(L, kumo)
-	openPSL(L, kumo)
-	openNormalize(L, kumo)
-	b.openTemplate(L, kumo)
+	b.openKumoHelpers(L, kumo)
 }
 
 // globalTable returns the global library table name, creating it when the engine did not open it.

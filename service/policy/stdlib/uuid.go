@@ -7,12 +7,12 @@ import (
 
 const uuidTypeName = "kumo.uuid"
 
-func (b *lib) openKumoUUID(L *lua.LState, kumo *lua.LTable) {
+func openKumoUUID(L *lua.LState, mod *lua.LTable) {
 	mt := L.NewTypeMetatable(uuidTypeName)
 	mt.RawSetString("__index", L.NewFunction(uuidIndex))
 	mt.RawSetString("__tostring", L.NewFunction(uuidString))
 	mt.RawSetString("__eq", L.NewFunction(uuidEq))
-	setFuncs(L, subModule(L, kumo, "uuid"), map[string]lua.LGFunction{
+	setFuncs(L, mod, map[string]lua.LGFunction{
 		"new_v1": uuidNew("kumo.uuid.new_v1", uuid.NewUUID),
 		"new_v4": uuidNew("kumo.uuid.new_v4", uuid.NewRandom),
 		"new_v6": uuidNew("kumo.uuid.new_v6", uuid.NewV6),
