@@ -32,17 +32,8 @@ var digests = []struct {
 	{"sha3_512", func() hash.Hash { return sha3.New512() }},
 }
 
-// hmacs are the HMAC variants of kumo.digest.
-var hmacs = []struct {
-	name string
-	new  func() hash.Hash
-}{
-	{"hmac_sha1", sha1.New},
-	{"hmac_sha224", sha256.New224},
-	{"hmac_sha256", sha256.New},
-	{"hmac_sha384", sha512.New384},
-	{"hmac_sha512", sha512.New},
-}
+// hmacDigests are the digests KumoMTA offers HMAC variants (hmac_NAME) of.
+var hmacDigests = map[string]bool{"sha1": true, "sha224": true, "sha256": true, "sha384": true, "sha512": true}
 
 func (b *lib) openKumoDigest(L *lua.LState, mod *lua.LTable) {
 	mt := L.NewTypeMetatable(digestTypeName)
@@ -51,11 +42,11 @@ func (b *lib) openKumoDigest(L *lua.LState, mod *lua.LTable) {
 	mt.RawSetString("__eq", L.NewFunction(digestEq))
 	for _, d := range digests {
 		mod.RawSetString(d.name, L.NewFunction(b.digestFunc("kumo.digest."+d.name, d.new)))
+		if hmacDigests[d.name] {
+			mod.RawSetString("hmac_"+d.name, L.NewFunction(b.hmacFunc("kumo.digest.hmac_"+d.name, d.new)))
+		}
 	}
 	mod.RawSetString("crc32", L.NewFunction(b.digestFunc("kumo.digest.crc32", func() hash.Hash { return crc32.NewIEEE() })))
-	for _, h := range hmacs {
-		mod.RawSetString(h.name, L.NewFunction(b.hmacFunc("kumo.digest."+h.name, h.new)))
-	}
 }
 
 func pushDigest(L *lua.LState, sum []byte) {

@@ -143,18 +143,20 @@ func cidrMakeMap(L *lua.LState) int {
 	return 1
 }
 
-func checkCIDRMap(L *lua.LState) *cidrMap {
+// checkMap returns the map object a metamethod was called on.
+func checkMap[T any](L *lua.LState, kind string) T {
 	if ud, ok := L.Get(1).(*lua.LUserData); ok {
-		if m, ok := ud.Value.(*cidrMap); ok {
+		if m, ok := ud.Value.(T); ok {
 			return m
 		}
 	}
-	typeError(L, 1, "index", "CidrMap")
-	return nil
+	typeError(L, 1, "index", kind)
+	var zero T
+	return zero
 }
 
 func cidrIndex(L *lua.LState) int {
-	m := checkCIDRMap(L)
+	m := checkMap[*cidrMap](L, "CidrMap")
 	s, ok := L.Get(2).(lua.LString)
 	var a netip.Addr
 	if ok {
@@ -179,7 +181,7 @@ func cidrIndex(L *lua.LState) int {
 }
 
 func cidrNewIndex(L *lua.LState) int {
-	checkCIDRMap(L).set(L, "CidrMap", L.Get(2), L.Get(3))
+	checkMap[*cidrMap](L, "CidrMap").set(L, "CidrMap", L.Get(2), L.Get(3))
 	return 0
 }
 
@@ -213,20 +215,10 @@ func domainMapNew(L *lua.LState) int {
 	return 1
 }
 
-func checkDomainMap(L *lua.LState) *domainMap {
-	if ud, ok := L.Get(1).(*lua.LUserData); ok {
-		if m, ok := ud.Value.(*domainMap); ok {
-			return m
-		}
-	}
-	typeError(L, 1, "index", "DomainMap")
-	return nil
-}
-
 // domainIndex tries the exact name, then the wildcards of each parent from the
 // closest up.
 func domainIndex(L *lua.LState) int {
-	m := checkDomainMap(L)
+	m := checkMap[*domainMap](L, "DomainMap")
 	s, ok := L.Get(2).(lua.LString)
 	if !ok {
 		L.Push(lua.LNil)
@@ -254,7 +246,7 @@ func domainIndex(L *lua.LState) int {
 }
 
 func domainNewIndex(L *lua.LState) int {
-	checkDomainMap(L).set(L, "DomainMap", L.Get(2), L.Get(3))
+	checkMap[*domainMap](L, "DomainMap").set(L, "DomainMap", L.Get(2), L.Get(3))
 	return 0
 }
 
@@ -290,14 +282,7 @@ func regexSetMapNew(L *lua.LState) int {
 }
 
 func regexSetIndex(L *lua.LState) int {
-	ud, ok := L.Get(1).(*lua.LUserData)
-	var m *regexSetMap
-	if ok {
-		m, ok = ud.Value.(*regexSetMap)
-	}
-	if !ok {
-		typeError(L, 1, "index", "RegexSetMap")
-	}
+	m := checkMap[*regexSetMap](L, "RegexSetMap")
 	s, ok := L.Get(2).(lua.LString)
 	if !ok {
 		L.Push(lua.LNil)
