@@ -2,6 +2,7 @@ package stdlib
 
 import (
 	"container/list"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -49,7 +50,8 @@ func (b *lib) openMemoize(L *lua.LState, kumo *lua.LTable) {
 
 // memoize is kumo.memoize(fn, {name=, ttl=, capacity=, invalidate_with_epoch=}).
 // Caches with the same name share their entries; invalidate_with_epoch is accepted
-// and has nothing to do, because a reloaded policy gets new states.
+// and has nothing to do, because a reloaded policy gets new states. Fields of newer
+// KumoMTA releases (allow_stale_reads, ...) are ignored.
 func (b *lib) memoize(L *lua.LState) int {
 	const fname = "kumo.memoize"
 	fn, ok := L.Get(1).(*lua.LFunction)
@@ -71,9 +73,12 @@ func (b *lib) memoize(L *lua.LState) int {
 	ttl := checkDuration(L, L.GetTop(), fname+" ttl")
 	L.Pop(1)
 	capacity, ok := params.RawGetString("capacity").(lua.LNumber)
-	if !ok || capacity < 1 || capacity > maxMemoCapacity || float64(capacity) != float64(int(capacity)) {
-		argError(L, 2, fname, "field 'capacity' must be an integer from 1 to "+strconv.Itoa(maxMemoCapacity))
+	if !ok || capacity < 1 || capacity > math.MaxInt32 || float64(capacity) != float64(int(capacity)) {
+		argError(L, 2, fname, "field 'capacity' must be a positive integer")
 	}
+	// A larger capacity is held to the bound rather than refused, so policies written
+	// for KumoMTA's shared cache still load.
+	capacity = min(capacity, maxMemoCapacity)
 	switch params.RawGetString("invalidate_with_epoch").(type) {
 	case *lua.LNilType, lua.LBool:
 	default:
