@@ -30,7 +30,9 @@ func strftime(t time.Time, format string, max int) (string, error) {
 			i++
 		}
 		if i >= len(format) {
-			return "", fmt.Errorf("incomplete format specifier at the end of %q", format)
+			// chrono is lenient here: a lone '%' at the end is written as it is.
+			sb.WriteString(format[start:])
+			break
 		}
 		spec := format[i]
 		num := func(v, width int, defPad byte) {
