@@ -1,8 +1,10 @@
 package stdlib
 
 import (
+	"fmt"
 	"io/fs"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,5 +174,32 @@ func BenchmarkOpen(b *testing.B) {
 		OpenStandard(L)
 		Open(L, nil, Limits{})
 		L.Close()
+	}
+}
+
+// TestEvalTemplateConcurrent renders templates from several states at once, as a
+// pool of states does; the engine's environment is shared. Run with -race.
+func TestEvalTemplateConcurrent(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			L := newState(t, Limits{})
+			for i := range 50 {
+				code := fmt.Sprintf(`return kumo.string.eval_template('x.json', [[{%% for k, v in m | items %%}{{ k }}={{ v }};{%% endfor %%}]], {m = {a = %d, b = %d}})`, g, i)
+				got, err := eval(L, code)
+				if want := fmt.Sprintf(`"a"=%d;"b"=%d;`, g, i); err != nil || got != want {
+					errs <- fmt.Errorf("got %q, %v; want %q", got, err, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
