@@ -103,7 +103,7 @@ func (p *Policy) newState(first bool) (_ *state, _ []Warning, err error) {
 	L.SetGlobal("kumo", kumo)
 	s.kumo = kumo
 	s.openKumo(kumo)
-	stdlib.Open(L, kumo, stdlib.Limits{MaxStringBytes: p.opts.MaxStringBytes})
+	stdlib.Open(L, kumo, stdlib.Limits{MaxStringBytes: p.opts.MaxStringBytes, ReadFile: s.ReadFile})
 	s.guardKumo(kumo)
 	s.openPackage(kumo)
 	s.nameErrors()

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -17,6 +18,11 @@ type Limits struct {
 	// gsub, table.concat, kumo.string.*, regex replace, json_encode ...).
 	// Zero or a negative value selects 1 MiB.
 	MaxStringBytes int
+	// Now is the clock of kumo.time and kumo.memoize; nil selects time.Now.
+	Now func() time.Time
+	// ReadFile reads a file a policy names (kumo.json_load, kumo.toml_load and
+	// file key sources); nil makes those functions fail as not available.
+	ReadFile func(name string) ([]byte, error)
 }
 
 // defaultMaxStringBytes is used when Limits.MaxStringBytes is not set.
@@ -35,6 +41,13 @@ type lib struct {
 	// check reports the state's context error; pattern matching polls it because the
 	// VM checks the context only between instructions.
 	check func() error
+	now   func() time.Time
+	// readFile is Limits.ReadFile.
+	readFile func(name string) ([]byte, error)
+	// memo holds the state's kumo.memoize caches by name.
+	memo map[string]*memoCache
+	// memoTotal is the size of every cached entry of the state, summed.
+	memoTotal int
 }
 
 // OpenStandard opens the gopher-lua standard libraries a policy gets (base,
@@ -60,9 +73,12 @@ func OpenStandard(L *lua.LState) {
 // Open installs everything into L, after OpenStandard, with kumo the
 // global `kumo` table the engine created.
 func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
-	b := &lib{max: lim.MaxStringBytes, check: func() error { return ctxErr(L) }}
+	b := &lib{max: lim.MaxStringBytes, check: func() error { return ctxErr(L) }, now: lim.Now, readFile: lim.ReadFile}
 	if b.max <= 0 {
 		b.max = defaultMaxStringBytes
+	}
+	if b.now == nil {
+		b.now = time.Now
 	}
 	b.openLua54(L)
 	b.openFormat(L)
@@ -75,6 +91,7 @@ func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
 	b.openKumoString(L, kumo)
 	b.openKumoRegex(L, kumo)
 	b.openKumoSerde(L, kumo)
+	b.openKumoHelpers(L, kumo)
 }
 
 // globalTable returns the global library table name, creating it when the engine did not open it.
