@@ -1,0 +1,233 @@
+package proxy
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"math/big"
+	"net"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rewrited/rewrited/client"
+	"github.com/rewrited/rewrited/internal/postfixtest"
+	"github.com/rewrited/rewrited/internal/rewritedtest"
+)
+
+// postfix is the instance shared by the tests of this package; nil when
+// postfix is not installed.
+var postfix *postfixtest.Instance
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	code := func() int {
+		if postfixtest.Installed() && !testing.Short() {
+			var err error
+			if postfix, err = postfixtest.Start(); err != nil {
+				fmt.Fprintln(os.Stderr, "starting postfix:", err)
+				return 1
+			}
+			defer postfix.Stop()
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// needPostfix skips the test when postfix is not installed (CI installs it).
+func needPostfix(t *testing.T) *postfixtest.Instance {
+	t.Helper()
+	if postfix == nil {
+		if testing.Short() {
+			t.Skip("-short: no Postfix instance")
+		}
+		t.Skip("postfix is not installed (apt-get install -y postfix; .ci/run does it): " + postfixtest.ErrNotInstalled.Error())
+	}
+	return postfix
+}
+
+func needTool(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("%s is not installed (apt-get install -y swaks postfix; .ci/run does it)", name)
+	}
+}
+
+// markPolicy is the policy file that marks every reply.
+func markPolicy(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs("testdata/mark.lua")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startRewrited runs a real `rewrited serve` with the marking policy.
+func startRewrited(t *testing.T) string {
+	t.Helper()
+	return rewritedtest.Start(t, "--policy", markPolicy(t)).Addr
+}
+
+// startProxy runs a proxy for cfg (Rewriter built for target) on a fresh
+// 127.0.0.1 listener and returns its address.
+func startProxy(t *testing.T, target string, cfg Config) string {
+	t.Helper()
+	return startProxyOn(t, target, cfg, false)
+}
+
+func startProxyOn(t *testing.T, target string, cfg Config, implicitTLS bool) string {
+	t.Helper()
+	rw, err := client.New(target, client.WithTimeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rw.Close() })
+	cfg.Rewriter = rw
+	if cfg.Hostname == "" {
+		cfg.Hostname = "proxy.test"
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l, implicitTLS) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return l.Addr().String()
+}
+
+// smtpConn is a raw SMTP client connection for scripted dialogues.
+type smtpConn struct {
+	t    *testing.T
+	conn net.Conn
+	tp   *textproto.Conn
+}
+
+func dialSMTP(t *testing.T, addr string) *smtpConn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	return &smtpConn{t: t, conn: conn, tp: textproto.NewConn(conn)}
+}
+
+// reply reads one reply as code and text lines joined by "\n".
+func (c *smtpConn) reply() (int, string) {
+	c.t.Helper()
+	code, msg, err := c.tp.ReadResponse(0)
+	if err != nil {
+		c.t.Fatalf("reading a reply: %v", err)
+	}
+	return code, msg
+}
+
+func (c *smtpConn) send(line string) {
+	c.t.Helper()
+	if _, err := c.conn.Write([]byte(line + "\r\n")); err != nil {
+		c.t.Fatalf("sending %q: %v", line, err)
+	}
+}
+
+func (c *smtpConn) cmd(line string) (int, string) {
+	c.t.Helper()
+	c.send(line)
+	return c.reply()
+}
+
+// closed reports whether the peer closed the connection.
+func (c *smtpConn) closed() bool {
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.tp.R.ReadByte()
+	return err != nil
+}
+
+// marker returns the [rw ...] tag of a reply's first line, or "".
+func marker(text string) string {
+	first, _, _ := strings.Cut(text, "\n")
+	i := strings.Index(first, "[rw ")
+	if i < 0 {
+		return ""
+	}
+	j := strings.Index(first[i:], "]")
+	return first[i : i+j+1]
+}
+
+// cmdOf returns the cmd= value of a marked reply.
+func cmdOf(text string) string {
+	m := marker(text)
+	i := strings.Index(m, " cmd=")
+	j := strings.Index(m, " ehlo=")
+	if i < 0 || j < 0 {
+		return "<unmarked>"
+	}
+	return m[i+len(" cmd=") : j]
+}
+
+// testCert writes a self-signed certificate for name and returns its
+// config and the PEM files.
+func testCert(t *testing.T, name string) (*tls.Config, string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, certFile, keyFile
+}
