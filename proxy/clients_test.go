@@ -40,7 +40,7 @@ func TestSwaks(t *testing.T) {
 	tlsCfg, _, _ := testCert(t, "proxy.test")
 	target := startRewrited(t)
 	addr := startProxy(t, target, Config{Backend: pf.Addr, TLS: tlsCfg})
-	tlsAddr := startProxyOn(t, target, Config{Backend: pf.Addr, TLS: tlsCfg}, true)
+	_, tlsAddr := startServer(t, target, Config{Backend: pf.Addr, TLS: tlsCfg}, true)
 
 	for _, tc := range []struct {
 		name, addr string

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,12 +87,15 @@ func startRewrited(t *testing.T) string {
 // 127.0.0.1 listener and returns its address.
 func startProxy(t *testing.T, target string, cfg Config) string {
 	t.Helper()
-	return startProxyOn(t, target, cfg, false)
+	_, addr := startServer(t, target, cfg, false)
+	return addr
 }
 
-func startProxyOn(t *testing.T, target string, cfg Config, implicitTLS bool) string {
+// startServer is startProxy with an implicit TLS choice and client options
+// (a 2s budget unless they set one); it returns the server too.
+func startServer(t *testing.T, target string, cfg Config, implicitTLS bool, opts ...client.Option) (*Server, string) {
 	t.Helper()
-	rw, err := client.New(target, client.WithTimeout(2*time.Second))
+	rw, err := client.New(target, append([]client.Option{client.WithTimeout(2 * time.Second)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +124,52 @@ func startProxyOn(t *testing.T, target string, cfg Config, implicitTLS bool) str
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
+	return srv, l.Addr().String()
+}
+
+// scriptedBackend serves each connection with handle: a backend that
+// misbehaves on purpose, or records what it receives.
+func scriptedBackend(t *testing.T, handle func(conn net.Conn, r *bufio.Reader)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = l.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+				handle(conn, bufio.NewReader(conn))
+			}()
+		}
+	}()
 	return l.Addr().String()
+}
+
+// closedAddr returns an address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
 }
 
 // smtpConn is a raw SMTP client connection for scripted dialogues.
@@ -137,7 +187,12 @@ func dialSMTP(t *testing.T, addr string) *smtpConn {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	return &smtpConn{t: t, conn: conn, tp: textproto.NewConn(conn)}
+	return &smtpConn{t: t, conn: conn, tp: newTextproto(conn)}
+}
+
+func newTextproto(conn net.Conn) *textproto.Conn {
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	return textproto.NewConn(conn)
 }
 
 // reply reads one reply as code and text lines joined by "\n".
