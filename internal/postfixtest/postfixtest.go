@@ -26,6 +26,11 @@ type Instance struct {
 	RejectRcpt string
 	// RejectSubject, as a Subject header, makes the message refused after DATA.
 	RejectSubject string
+	// CAFile is the PEM certificate smtpd offers with STARTTLS (self-signed
+	// for "postfix.test").
+	CAFile string
+
+	auth *authServer
 }
 
 // ErrNotInstalled is returned by Start when postfix is missing.
@@ -65,7 +70,7 @@ func Start() (*Instance, error) {
 	return in, nil
 }
 
-func (in *Instance) start() error {
+func (in *Instance) start() (err error) {
 	if err := os.Chmod(in.Dir, 0o755); err != nil {
 		return err
 	}
@@ -79,6 +84,14 @@ func (in *Instance) start() error {
 	if out, err := exec.Command("chown", "postfix", data).CombinedOutput(); err != nil {
 		return fmt.Errorf("chown postfix %s: %w: %s", data, err, out)
 	}
+	if in.auth, err = startAuthServer(); err != nil {
+		return err
+	}
+	certFile, keyFile := filepath.Join(in.Dir, "cert.pem"), filepath.Join(in.Dir, "key.pem")
+	if err := WriteCert(certFile, keyFile, "postfix.test"); err != nil {
+		return err
+	}
+	in.CAFile = certFile
 	ports, err := freePorts(2)
 	if err != nil {
 		return err
@@ -88,7 +101,7 @@ func (in *Instance) start() error {
 
 	headerChecks := filepath.Join(in.Dir, "header_checks")
 	files := map[string]string{
-		"main.cf":       mainCF(in, queue, data, headerChecks),
+		"main.cf":       mainCF(in, queue, data, headerChecks, certFile, keyFile),
 		"master.cf":     masterCF(in),
 		"header_checks": "/^Subject: " + in.RejectSubject + "/ REJECT 5.7.1 message content refused\n",
 	}
@@ -103,7 +116,7 @@ func (in *Instance) start() error {
 	return in.waitListening()
 }
 
-func mainCF(in *Instance, queue, data, headerChecks string) string {
+func mainCF(in *Instance, queue, data, headerChecks, certFile, keyFile string) string {
 	return strings.Join([]string{
 		"compatibility_level = 3.6",
 		"queue_directory = " + queue,
@@ -129,6 +142,13 @@ func mainCF(in *Instance, queue, data, headerChecks string) string {
 		"smtpd_client_connection_rate_limit = 0",
 		"smtpd_client_connection_count_limit = 0",
 		"default_process_limit = 200",
+		"smtpd_sasl_auth_enable = yes",
+		"smtpd_sasl_type = dovecot",
+		"smtpd_sasl_path = inet:" + in.auth.addr(),
+		"smtpd_tls_security_level = may",
+		"smtpd_tls_cert_file = " + certFile,
+		"smtpd_tls_key_file = " + keyFile,
+		"smtpd_tls_loglevel = 1",
 		"",
 	}, "\n")
 }
@@ -155,6 +175,7 @@ func masterCF(in *Instance) string {
 		"discard unix - - n - - discard",
 		"anvil unix - - n - 1 anvil",
 		"scache unix - - n - 1 scache",
+		"tlsmgr unix - - n 1000? 1 tlsmgr",
 		"postlog unix-dgram n - n - 1 postlogd",
 		"",
 	}, "\n")
@@ -225,5 +246,8 @@ func (in *Instance) Stop() {
 	_ = exec.Command("postfix", "-c", in.Dir, "stop").Run()
 	// postfix stop returns before every daemon has exited.
 	_ = exec.Command("postfix", "-c", in.Dir, "abort").Run()
+	if in.auth != nil {
+		in.auth.close()
+	}
 	_ = os.RemoveAll(in.Dir)
 }
