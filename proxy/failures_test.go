@@ -300,3 +300,23 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("Shutdown: %v", err)
 	}
 }
+
+// TestIntermediateReplyKeepsItsClass: a policy that turns a 354 into a
+// failure would leave the backend waiting for a body the client will not
+// send; the proxy sends the original 354 instead.
+func TestIntermediateReplyKeepsItsClass(t *testing.T) {
+	pf := needPostfix(t)
+	addr := startProxy(t, startRewrited(t), Config{Backend: pf.Addr})
+	c := dialSMTP(t, addr)
+	c.reply()
+	c.cmd("EHLO refuse-354.test")
+	c.cmd("MAIL FROM:<alice@client.test>")
+	c.cmd("RCPT TO:<bob@example.com>")
+	if code, text := c.cmd("DATA"); code != 354 || marker(text) != "" {
+		t.Fatalf("DATA: %d %q, want the original 354", code, text)
+	}
+	c.send("Subject: kept\r\n\r\nbody\r\n.")
+	if code, text := c.reply(); code != 250 || cmdOf(text) != "DATA" {
+		t.Errorf("after the body: %d %q, want 250 with cmd=DATA", code, text)
+	}
+}

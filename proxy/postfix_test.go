@@ -63,7 +63,7 @@ func TestEveryReplyKindThroughPostfix(t *testing.T) {
 		{send: "data", code: 503, command: "data", textHas: "5.5.1"},
 		{send: "VRFY bob@example.com", code: 252, command: "nil"},
 		{send: "FOO bar", code: 500, command: "FOO bar", textHas: "5.5.2"},
-		{send: "AUTH PLAIN AGFsaWNlAHNlY3JldA==", code: 503, command: "AUTH PLAIN AGFsaWNlAHNlY3JldA==", textHas: "5.5.1"},
+		{send: "auth plain AGFsaWNlAHdyb25n", code: 535, command: "auth plain AGFsaWNlAHdyb25n", textHas: "5.7.8"},
 		{send: "XCLIENT ADDR=192.0.2.1", code: 502, command: "XCLIENT ADDR=192.0.2.1", textHas: "5.5.1"},
 		{send: "BDAT 7 LAST\r\nhello", code: 502, command: "BDAT 7 LAST", textHas: "BDAT"},
 		{send: longLine, code: 500, command: "nil", textHas: "5.5.2"},

@@ -334,6 +334,12 @@ func (s *session) readBackend(br *bufio.Reader) {
 // whether the session must end (a 421 or a client that is gone).
 func (s *session) send(r client.Reply) (end bool) {
 	res := s.cfg.Rewriter.RewriteConn(s.ctx, r, s.meta)
+	if r.Status/100 == 3 && res.Status/100 != 3 && res.Status != 421 {
+		// The backend waits for the body or a SASL line: a client told
+		// otherwise would desynchronise the dialogue.
+		s.cfg.Logger.Warn("policy changed an intermediate reply's class: original sent", "status", r.Status, "rewritten", res.Status)
+		res.Reply, res.CloseConnection = r, false
+	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	if _, err := io.WriteString(s.conn, res.Wire()); err != nil {
 		return true

@@ -4,6 +4,9 @@ kumo.on('smtp_server_rewrite_response', function(status, response, command, conn
   if command and command:find('close-me', 1, true) then
     return 421, '4.7.0 closed by policy'
   end
+  if status == 354 and conn_meta:get_meta('ehlo_domain') == 'refuse-354.test' then
+    return 554, '5.0.0 turned into a failure'
+  end
   local n = (conn_meta:get_meta('x_n') or 0) + 1
   conn_meta:set_meta('x_n', n)
   local tag = string.format('[rw n=%d cmd=%s ehlo=%s tls=%s]', n, command or 'nil',
