@@ -378,6 +378,10 @@ func (s *session) onClientLine(l clientLine) bool {
 			}
 			s.enqueueOwn(500, "5.5.2 Error: line too long", "")
 			return true
+		case isTimeout(l.err) && len(s.queue) > 0:
+			// The client waits for a slow backend: it is not idle.
+			s.request(l.kind)
+			return true
 		case isTimeout(l.err):
 			s.send(client.Reply{Status: 421, Text: "4.4.2 " + s.cfg.Hostname + " Error: timeout exceeded"})
 		case errors.Is(l.err, errGarbage):

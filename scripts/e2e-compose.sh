@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end check of the docker-compose fleet: build the images, start two
 # rewrited replicas, the example SMTP frontend and rewrited-proxy in front of
-# it on a copy of the example policy folder, send mail with a real SMTP client (Python's smtplib), stop a
-# replica, edit the shared policy, check that every replica converges on the
-# new version, and tear everything down. Skips (exit 0) when no Docker
+# it on a copy of the example policy folder, send mail with a real SMTP client
+# (Python's smtplib), directly and through the proxy, stop a replica, edit the
+# shared policy, check that every replica converges on the new version, and
+# tear everything down. Skips (exit 0) when no Docker
 # engine answers, so the suite still passes on machines without Docker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
