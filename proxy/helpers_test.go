@@ -28,7 +28,7 @@ var postfix *postfixtest.Instance
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := func() int {
-		if postfixtest.Installed() && !testing.Short() {
+		if wantPostfix() {
 			var err error
 			if postfix, err = postfixtest.Start(); err != nil {
 				fmt.Fprintln(os.Stderr, "starting postfix:", err)
@@ -41,14 +41,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// needPostfix skips the test when postfix is not installed (CI installs it).
+// wantPostfix says whether this run has tests that use Postfix: not with
+// -short, and not when the binary only lists tests or fuzzes.
+func wantPostfix() bool {
+	if testing.Short() || !postfixtest.Installed() {
+		return false
+	}
+	for _, name := range []string{"test.list", "test.fuzz"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
+			return false
+		}
+	}
+	f := flag.Lookup("test.fuzzworker")
+	return f == nil || f.Value.String() != "true"
+}
+
+// needPostfix skips the test when there is no Postfix instance (CI installs
+// postfix, so there it runs).
 func needPostfix(t *testing.T) *postfixtest.Instance {
 	t.Helper()
 	if postfix == nil {
-		if testing.Short() {
-			t.Skip("-short: no Postfix instance")
+		if !postfixtest.Installed() {
+			t.Skip(postfixtest.ErrNotInstalled.Error() + "; .ci/run and make smtp-tools install it")
 		}
-		t.Skip("postfix is not installed (apt-get install -y postfix; .ci/run does it): " + postfixtest.ErrNotInstalled.Error())
+		t.Skip("no Postfix instance in this run (-short, -list or fuzzing)")
 	}
 	return postfix
 }
