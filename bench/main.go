@@ -1,7 +1,8 @@
 // Command bench measures a real `rewrited serve` process over loopback:
 // RewriteResponse against the empty-call floor grpc.health.v1.Health/Check
 // on one connection (-mode compare), the server's memory under a steady
-// load (-mode memory), and a CPU profile of the server (-mode profile).
+// load (-mode memory), a CPU profile of the server (-mode profile), and
+// rewrited-proxy in front of Postfix against Postfix alone (-mode proxy).
 package main
 
 import (
@@ -37,6 +38,8 @@ type config struct {
 	pprofOut    string
 	profileCall callKind
 	serverEnv   []string
+	sessions    []int
+	messages    int
 }
 
 func main() {
@@ -54,7 +57,7 @@ func main() {
 func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load")
+	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load; proxy: smtp-source to Postfix, direct and through rewrited-proxy")
 	fs.IntVar(&cfg.reps, "reps", 7, "repetitions per call kind and concurrency (compare)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of one measured run (compare, and profile's profiled run)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured load before each concurrency level")
@@ -69,6 +72,8 @@ func parseFlags(args []string) (config, error) {
 	serverEnv := fs.String("server-env", "", "comma-separated `VAR=value` settings added to the server's environment only, e.g. GOGC=200,GOMEMLIMIT=256MiB")
 	fs.StringVar(&cfg.pprofOut, "pprof", "bench/results/cpu.prof", "where profile mode keeps the raw CPU profile")
 	profileCall := fs.String("profile-call", "rewrite", "the call profile mode drives: rewrite (RewriteResponse) or health (Health.Check, the floor to compare a profile with)")
+	sessions := fs.String("sessions", "1,32", "comma-separated smtp-source session counts (proxy)")
+	fs.IntVar(&cfg.messages, "messages", 0, "messages per smtp-source run (proxy; default 100 per session, at least 200)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -90,6 +95,13 @@ func parseFlags(args []string) (config, error) {
 		}
 		cfg.inFlight = append(cfg.inFlight, n)
 	}
+	for _, f := range strings.Split(*sessions, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return cfg, fmt.Errorf("-sessions: %q is not a positive number", f)
+		}
+		cfg.sessions = append(cfg.sessions, n)
+	}
 	for _, kv := range strings.Split(*serverEnv, ",") {
 		if kv = strings.TrimSpace(kv); kv == "" {
 			continue
@@ -108,9 +120,9 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("-max-requests and -mem-in-flight must be positive")
 	}
 	if cfg.out == "" {
-		cfg.out = map[string]string{"compare": "latest.md", "memory": "memory.md", "profile": "profile.md"}[cfg.mode]
+		cfg.out = map[string]string{"compare": "latest.md", "memory": "memory.md", "profile": "profile.md", "proxy": "proxy.md"}[cfg.mode]
 		if cfg.out == "" {
-			return cfg, fmt.Errorf("-mode: %q is not compare, memory or profile", cfg.mode)
+			return cfg, fmt.Errorf("-mode: %q is not compare, memory, profile or proxy", cfg.mode)
 		}
 		cfg.out = filepath.Join("bench", "results", cfg.out)
 	}
@@ -162,6 +174,8 @@ func benchmark(cfg config, stdout io.Writer) error {
 		err = memory(cfg, srv, calls, &report)
 	case "profile":
 		err = profileServer(cfg, srv, calls, &report)
+	case "proxy":
+		err = proxyBench(cfg, srv, &report)
 	}
 	if err != nil {
 		return err
