@@ -192,6 +192,29 @@ func TestClientLimits(t *testing.T) {
 			t.Errorf("got %d %q, want a rewritten 421", code, text)
 		}
 	})
+	t.Run("garbage lines", func(t *testing.T) {
+		c := dialSMTP(t, addr)
+		c.reply()
+		for i := 0; ; i++ {
+			code, text := c.cmd(fmt.Sprintf("garbage %d \xff\xfe", i))
+			if marker(text) == "" {
+				t.Fatalf("reply %d %q not rewritten", code, text)
+			}
+			// The command reaches the policy with invalid UTF-8 replaced.
+			if want := fmt.Sprintf("garbage %d \uFFFD", i); code != 421 && cmdOf(text) != want {
+				t.Errorf("the policy saw cmd=%q, want %q", cmdOf(text), want)
+			}
+			if code == 421 {
+				break
+			}
+			if i == 100 {
+				t.Fatal("Postfix never gave up on the garbage")
+			}
+		}
+		if !c.closed() {
+			t.Error("connection left open after the 421")
+		}
+	})
 	t.Run("too many connections", func(t *testing.T) {
 		a, b := dialSMTP(t, addr), dialSMTP(t, addr)
 		a.reply()

@@ -73,13 +73,15 @@ type queued struct {
 }
 
 // command is the command value KumoMTA gives a reply to q: "DATA" after
-// the body, the raw line for errors, none for other successes.
+// the body, the raw line for errors (invalid UTF-8 replaced), none for other
+// successes.
 func (q queued) command(status int) string {
 	switch {
 	case q.kind == waitBody:
 		return "DATA"
 	case status >= 400:
-		return q.line
+		// The command travels as a protobuf string, which must be UTF-8.
+		return strings.ToValidUTF8(q.line, "\uFFFD")
 	default:
 		return ""
 	}

@@ -138,6 +138,7 @@ func mainCF(in *Instance, queue, data, headerChecks, certFile, keyFile string) s
 		"header_checks = regexp:" + headerChecks,
 		"smtpd_authorized_xclient_hosts = 127.0.0.0/8",
 		"smtpd_delay_reject = no",
+		"smtpd_error_sleep_time = 0",
 		"smtpd_forbid_bare_newline = normalize",
 		"smtpd_client_connection_rate_limit = 0",
 		"smtpd_client_connection_count_limit = 0",
