@@ -1,13 +1,17 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +24,16 @@ import (
 // as KumoMTA's does.
 func TestAuthPassesThrough(t *testing.T) {
 	pf := needPostfix(t)
-	addr := startProxy(t, startRewrited(t), Config{Backend: pf.Addr})
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	addr := startProxy(t, startRewrited(t), Config{Backend: pf.Addr, Logger: logger})
+	t.Cleanup(func() {
+		for _, secret := range []string{postfixtest.AuthPassword, base64.StdEncoding.EncodeToString([]byte(postfixtest.AuthPassword)), base64.StdEncoding.EncodeToString([]byte("wrong"))} {
+			if strings.Contains(logs.String(), secret) {
+				t.Errorf("the proxy logged a credential (%q):\n%s", secret, logs.String())
+			}
+		}
+	})
 	for _, mech := range []string{"PLAIN", "LOGIN"} {
 		t.Run(mech, func(t *testing.T) {
 			out := swaks(t, addr, "--auth", mech, "--auth-user", postfixtest.AuthUser, "--auth-password", postfixtest.AuthPassword)
@@ -118,4 +131,16 @@ func TestSMTPSourceLoad(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// lockedWriter serialises writes from concurrent sessions.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/rewrited/rewrited/client"
 	"github.com/rewrited/rewrited/internal/postfixtest"
 	"github.com/rewrited/rewrited/internal/rewritedtest"
@@ -34,9 +36,19 @@ func TestMain(m *testing.M) {
 				fmt.Fprintln(os.Stderr, "starting postfix:", err)
 				return 1
 			}
-			defer postfix.Stop()
 		}
-		return m.Run()
+		code := m.Run()
+		if postfix != nil {
+			postfix.Stop()
+		}
+		if code == 0 {
+			// Every session's goroutines end with it.
+			if err := goleak.Find(); err != nil {
+				fmt.Fprintln(os.Stderr, "goroutines left behind:", err)
+				return 1
+			}
+		}
+		return code
 	}()
 	os.Exit(code)
 }

@@ -18,8 +18,10 @@ const (
 // authServer answers Postfix's SASL requests over Dovecot's authentication
 // protocol (smtpd_sasl_type = dovecot), accepting only AuthUser.
 type authServer struct {
-	l  net.Listener
-	wg sync.WaitGroup
+	l     net.Listener
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []net.Conn
 }
 
 func startAuthServer() (*authServer, error) {
@@ -36,6 +38,9 @@ func startAuthServer() (*authServer, error) {
 			if err != nil {
 				return
 			}
+			a.mu.Lock()
+			a.conns = append(a.conns, conn)
+			a.mu.Unlock()
 			a.wg.Add(1)
 			go func() {
 				defer a.wg.Done()
@@ -51,6 +56,11 @@ func (a *authServer) addr() string { return a.l.Addr().String() }
 
 func (a *authServer) close() {
 	_ = a.l.Close()
+	a.mu.Lock()
+	for _, c := range a.conns {
+		_ = c.Close()
+	}
+	a.mu.Unlock()
 	a.wg.Wait()
 }
 
