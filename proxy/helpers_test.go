@@ -56,7 +56,7 @@ func TestMain(m *testing.M) {
 // wantPostfix says whether this run has tests that use Postfix: not with
 // -short, and not when the binary only lists tests or fuzzes.
 func wantPostfix() bool {
-	if testing.Short() || !postfixtest.Installed() {
+	if testing.Short() || postfixtest.Usable() != nil {
 		return false
 	}
 	for _, name := range []string{"test.list", "test.fuzz"} {
@@ -73,8 +73,8 @@ func wantPostfix() bool {
 func needPostfix(t *testing.T) *postfixtest.Instance {
 	t.Helper()
 	if postfix == nil {
-		if !postfixtest.Installed() {
-			t.Skip(postfixtest.ErrNotInstalled.Error() + "; .ci/run and make smtp-tools install it")
+		if err := postfixtest.Usable(); err != nil {
+			t.Skip(err.Error() + "; .ci/run and make smtp-tools install postfix")
 		}
 		t.Skip("no Postfix instance in this run (-short, -list or fuzzing)")
 	}

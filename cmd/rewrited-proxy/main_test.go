@@ -43,8 +43,11 @@ var logAddr = regexp.MustCompile(`msg=(listening|metrics) addr=(\S+)`)
 // TestProcess runs the built binary between a real rewrited and Postfix,
 // sends a message, reads the metrics and stops it with SIGTERM.
 func TestProcess(t *testing.T) {
-	if testing.Short() || !postfixtest.Installed() {
-		t.Skip("needs postfix (apt-get install -y postfix; .ci/run does it)")
+	if testing.Short() {
+		t.Skip("-short: no Postfix instance")
+	}
+	if err := postfixtest.Usable(); err != nil {
+		t.Skip(err.Error() + "; .ci/run and make smtp-tools install postfix")
 	}
 	pf, err := postfixtest.Start()
 	if err != nil {

@@ -33,22 +33,29 @@ type Instance struct {
 	auth *authServer
 }
 
-// ErrNotInstalled is returned by Start when postfix is missing.
-var ErrNotInstalled = errors.New("postfix is not installed (Debian: apt-get install -y postfix)")
+// Errors of Usable.
+var (
+	ErrNotInstalled = errors.New("postfix is not installed (Debian: apt-get install -y postfix)")
+	ErrNotRoot      = errors.New("a private postfix instance needs root")
+)
 
-// Installed reports whether the postfix command and its daemons are present.
-func Installed() bool {
-	_, err := exec.LookPath("postfix")
-	if err != nil {
-		_, err = os.Stat("/usr/sbin/postfix")
+// Usable says why Start cannot run an instance here, or nil.
+func Usable() error {
+	if _, err := exec.LookPath("postfix"); err != nil {
+		if _, err := os.Stat("/usr/sbin/postfix"); err != nil {
+			return ErrNotInstalled
+		}
 	}
-	return err == nil
+	if os.Geteuid() != 0 {
+		return ErrNotRoot
+	}
+	return nil
 }
 
 // Start runs a new instance; Stop it when done.
 func Start() (*Instance, error) {
-	if !Installed() {
-		return nil, ErrNotInstalled
+	if err := Usable(); err != nil {
+		return nil, err
 	}
 	if _, err := user.Lookup("postfix"); err != nil {
 		return nil, fmt.Errorf("postfix user: %w", err)
