@@ -40,6 +40,7 @@ type config struct {
 	serverEnv   []string
 	sessions    []int
 	messages    int
+	noRewrite   bool
 }
 
 func main() {
@@ -74,6 +75,7 @@ func parseFlags(args []string) (config, error) {
 	profileCall := fs.String("profile-call", "rewrite", "the call profile mode drives: rewrite (RewriteResponse) or health (Health.Check, the floor to compare a profile with)")
 	sessions := fs.String("sessions", "1,32", "comma-separated smtp-source session counts (proxy)")
 	fs.IntVar(&cfg.messages, "messages", 0, "messages per smtp-source run (proxy; default 100 per session, at least 200)")
+	fs.BoolVar(&cfg.noRewrite, "no-rewrite", false, "the proxy relays without asking rewrited, to separate the relay's cost from the calls' (proxy)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

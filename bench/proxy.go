@@ -53,8 +53,12 @@ func proxyBench(cfg config, srv *server, report io.Writer) error {
 		return err
 	}
 	defer rw.Close()
-	px, err := proxy.New(proxy.Config{Backend: pf.Addr, Rewriter: rw, Hostname: "proxy.bench",
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	pcfg := proxy.Config{Backend: pf.Addr, Rewriter: rw, Hostname: "proxy.bench",
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	if cfg.noRewrite {
+		pcfg.Rewriter = nil // every reply goes out as the backend sent it
+	}
+	px, err := proxy.New(pcfg)
 	if err != nil {
 		return err
 	}
@@ -71,10 +75,10 @@ func proxyBench(cfg config, srv *server, report io.Writer) error {
 
 	fmt.Fprintf(report, "\nPostfix %s. smtp-source sends one message per session (EHLO, MAIL, RCPT, DATA, QUIT), "+
 		"directly to Postfix and through rewrited-proxy (in this process; the bundled example policy, client budget %v), "+
-		"in alternating runs; Postfix discards the mail. Session time is the mean, wall time × sessions / messages. "+
+		"in alternating runs; Postfix discards the mail%s. Session time is the mean, wall time × sessions / messages. "+
 		"CPU per message from /proc: the proxy (this process), rewrited, and the rest of the machine (Postfix, smtp-source and any other work). "+
 		"Medians of %d runs, range in parentheses; the ratio is the median of the per-pair ratios.\n\n",
-		postfixVersion(), client.DefaultTimeout, cfg.reps)
+		postfixVersion(), client.DefaultTimeout, map[bool]string{true: "; **-no-rewrite: the proxy only relays, no rewrite call is made**"}[cfg.noRewrite], cfg.reps)
 	report.Write([]byte("| sessions | messages/run | direct msg/s | proxy msg/s | ratio proxy/direct | direct session | proxy session | rewrite calls/msg | proxy CPU/msg | rewrited CPU/msg | rest CPU/msg direct → proxy |\n|---|---|---|---|---|---|---|---|---|---|---|\n"))
 	for _, s := range cfg.sessions {
 		m := cfg.messages
