@@ -231,10 +231,11 @@ func TestClientLimits(t *testing.T) {
 }
 
 // TestMessageBytesUntouched records what the backend receives: the body is
-// the client's, byte for byte (dot-stuffing, 8-bit, bare CR, long lines).
+// the client's, byte for byte (dot-stuffing, 8-bit, bare CR, long lines,
+// megabytes).
 func TestMessageBytesUntouched(t *testing.T) {
 	body := "Subject: bytes\r\n\r\n..stuffed\r\n.\tnot the end\r\n\x00\xff\xfe 8-bit\r\nbare\rcr\r\n" +
-		strings.Repeat("long ", 2000) + "\r\n" + "a.\r\n.\r\n"
+		strings.Repeat("long ", 2000) + "\r\n" + strings.Repeat("a 2 MiB body, line after line\r\n", 2<<20/32) + "a.\r\n.\r\n"
 	var (
 		mu       sync.Mutex
 		received []byte
