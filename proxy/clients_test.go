@@ -80,6 +80,19 @@ func TestSwaks(t *testing.T) {
 	}
 }
 
+// TestClientCertificate: the subject and DNS names of a client certificate
+// reach the policy as the tls_peer_subject_name array.
+func TestClientCertificate(t *testing.T) {
+	pf := needPostfix(t)
+	tlsCfg, _, _ := testCert(t, "proxy.test")
+	_, certFile, keyFile := testCert(t, "client.test")
+	addr := startProxy(t, startRewrited(t), Config{Backend: pf.Addr, TLS: tlsCfg})
+	out := swaks(t, addr, "--tls", "--tls-cert", certFile, "--tls-key", keyFile)
+	if !strings.Contains(out, "cmd=DATA ehlo=client.test tls=yes peer=CN=client.test,client.test]") {
+		t.Errorf("the policy did not see tls_peer_subject_name:\n%s", out)
+	}
+}
+
 // TestPythonSMTPLib sends a message with Python's smtplib and checks what
 // it sees for the final DATA reply.
 func TestPythonSMTPLib(t *testing.T) {

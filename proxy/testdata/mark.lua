@@ -9,8 +9,10 @@ kumo.on('smtp_server_rewrite_response', function(status, response, command, conn
   end
   local n = (conn_meta:get_meta('x_n') or 0) + 1
   conn_meta:set_meta('x_n', n)
-  local tag = string.format('[rw n=%d cmd=%s ehlo=%s tls=%s]', n, command or 'nil',
-    tostring(conn_meta:get_meta('ehlo_domain')), conn_meta:get_meta('tls_cipher') and 'yes' or 'no')
+  local peer = conn_meta:get_meta('tls_peer_subject_name')
+  local tag = string.format('[rw n=%d cmd=%s ehlo=%s tls=%s%s]', n, command or 'nil',
+    tostring(conn_meta:get_meta('ehlo_domain')), conn_meta:get_meta('tls_cipher') and 'yes' or 'no',
+    peer and (' peer=' .. table.concat(peer, ',')) or '')
   if n == 1 then
     tag = tag .. ' [from=' .. tostring(conn_meta:get_meta('received_from')) .. ' host=' .. tostring(conn_meta:get_meta('hostname')) .. ']'
   end
