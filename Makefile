@@ -7,12 +7,13 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build serve test tools lint proto-check vet unit e2e images e2e-compose bench fuzz-smoke reliability-report
+.PHONY: all build serve test tools smtp-tools lint proto-check vet unit e2e images e2e-compose bench fuzz-smoke reliability-report
 
 all: build
 
 build:
 	CGO_ENABLED=0 go build -o bin/rewrited ./cmd/rewrited
+	CGO_ENABLED=0 go build -o bin/rewrited-proxy ./cmd/rewrited-proxy
 
 serve:
 	go run ./cmd/rewrited serve
@@ -28,6 +29,11 @@ tools:
 	go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 	go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+# Postfix (smtpd, smtp-source) and swaks for the rewrited-proxy tests; Debian
+# or Ubuntu, as root. Without them those tests skip.
+smtp-tools:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y postfix swaks
 
 lint:
 	buf lint
@@ -68,12 +74,15 @@ IMAGE_TAG ?= dev
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 # FROM scratch images need static binaries: build them into the image build
-# context (bin/image/), then rewrited:$(IMAGE_TAG) and rewrited-frontend:$(IMAGE_TAG).
+# context (bin/image/), then rewrited:$(IMAGE_TAG), rewrited-frontend:$(IMAGE_TAG)
+# and rewrited-proxy:$(IMAGE_TAG).
 images:
 	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o bin/image/rewrited ./cmd/rewrited
 	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o bin/image/smtp-frontend ./examples/smtp-frontend
+	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o bin/image/rewrited-proxy ./cmd/rewrited-proxy
 	docker build --target rewrited -t rewrited:$(IMAGE_TAG) .
 	docker build --target frontend -t rewrited-frontend:$(IMAGE_TAG) .
+	docker build --target proxy -t rewrited-proxy:$(IMAGE_TAG) .
 	docker image prune -f --filter label=io.rewrited.image >/dev/null
 
 # The docker-compose fleet end to end (runs `make images` itself).

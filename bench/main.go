@@ -1,7 +1,8 @@
 // Command bench measures a real `rewrited serve` process over loopback:
 // RewriteResponse against the empty-call floor grpc.health.v1.Health/Check
 // on one connection (-mode compare), the server's memory under a steady
-// load (-mode memory), and a CPU profile of the server (-mode profile).
+// load (-mode memory), a CPU profile of the server (-mode profile), and
+// rewrited-proxy in front of Postfix against Postfix alone (-mode proxy).
 package main
 
 import (
@@ -41,6 +42,9 @@ type config struct {
 	serverEnv   []string
 	shadow      bool
 	records     int
+	sessions    []int
+	messages    int
+	noRewrite   bool
 }
 
 func main() {
@@ -58,7 +62,7 @@ func main() {
 func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load; replay: rewrited replay over generated decision records")
+	fs.StringVar(&cfg.mode, "mode", "compare", "compare: RewriteResponse against Health.Check; memory: server RSS under load; profile: CPU profile of the server under load; replay: rewrited replay over generated decision records; proxy: smtp-source to Postfix, direct and through rewrited-proxy")
 	fs.IntVar(&cfg.records, "records", 1_000_000, "decision records the replay mode generates and replays")
 	fs.IntVar(&cfg.reps, "reps", 7, "repetitions per call kind and concurrency (compare)")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "length of one measured run (compare, and profile's profiled run)")
@@ -75,6 +79,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.pprofOut, "pprof", "bench/results/cpu.prof", "where profile mode keeps the raw CPU profile")
 	fs.BoolVar(&cfg.shadow, "shadow", false, "serve the bundled policy from a --policy-dir with a candidate beside it (default.shadow.lua, the same policy), evaluated in the background on every request")
 	profileCall := fs.String("profile-call", "rewrite", "the call profile mode drives: rewrite (RewriteResponse) or health (Health.Check, the floor to compare a profile with)")
+	sessions := fs.String("sessions", "1,32", "comma-separated smtp-source session counts (proxy)")
+	fs.IntVar(&cfg.messages, "messages", 0, "messages per smtp-source run (proxy; default 100 per session, at least 200)")
+	fs.BoolVar(&cfg.noRewrite, "no-rewrite", false, "the proxy relays without asking rewrited, to separate the relay's cost from the calls' (proxy)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -96,6 +103,13 @@ func parseFlags(args []string) (config, error) {
 		}
 		cfg.inFlight = append(cfg.inFlight, n)
 	}
+	for _, f := range strings.Split(*sessions, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return cfg, fmt.Errorf("-sessions: %q is not a positive number", f)
+		}
+		cfg.sessions = append(cfg.sessions, n)
+	}
 	for _, kv := range strings.Split(*serverEnv, ",") {
 		if kv = strings.TrimSpace(kv); kv == "" {
 			continue
@@ -116,9 +130,9 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("-records must be at least 4")
 	}
 	if cfg.out == "" {
-		cfg.out = map[string]string{"compare": "latest.md", "memory": "memory.md", "profile": "profile.md", "replay": "replay.md"}[cfg.mode]
+		cfg.out = map[string]string{"compare": "latest.md", "memory": "memory.md", "profile": "profile.md", "replay": "replay.md", "proxy": "proxy.md"}[cfg.mode]
 		if cfg.out == "" {
-			return cfg, fmt.Errorf("-mode: %q is not compare, memory, profile or replay", cfg.mode)
+			return cfg, fmt.Errorf("-mode: %q is not compare, memory, profile, replay or proxy", cfg.mode)
 		}
 		cfg.out = filepath.Join("bench", "results", cfg.out)
 	}
@@ -187,6 +201,8 @@ func benchmark(cfg config, stdout io.Writer) error {
 		err = memory(cfg, srv, calls, &report)
 	case "profile":
 		err = profileServer(cfg, srv, calls, &report)
+	case "proxy":
+		err = proxyBench(cfg, srv, &report)
 	}
 	if err != nil {
 		return err

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end check of the docker-compose fleet: build the images, start two
-# rewrited replicas and the example SMTP frontend on a copy of the example
-# policy folder, send mail with a real SMTP client (Python's smtplib), stop a
-# replica, edit the shared policy, check that every replica converges on the
-# new version, and tear everything down. Skips (exit 0) when no Docker
+# rewrited replicas, the example SMTP frontend and rewrited-proxy in front of
+# it on a copy of the example policy folder, send mail with a real SMTP client
+# (Python's smtplib), directly and through the proxy, stop a replica, edit the
+# shared policy, check that every replica converges on the new version, and
+# tear everything down. Skips (exit 0) when no Docker
 # engine answers, so the suite still passes on machines without Docker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +53,7 @@ cp examples/policies/*.lua "$work/policies/"
 chmod 755 "$work" "$work/policies"
 chmod 644 "$work/policies/"*.lua
 # Empty host ports: Docker picks free ones, read back with `port`.
-export REWRITED_POLICY_DIR="$work/policies" SMTP_PORT= \
+export REWRITED_POLICY_DIR="$work/policies" SMTP_PORT= PROXY_SMTP_PORT= \
   REWRITED1_GRPC_PORT= REWRITED1_METRICS_PORT= REWRITED2_GRPC_PORT= REWRITED2_METRICS_PORT=
 
 echo "e2e-compose: building images (${compose[*]})"
@@ -66,7 +67,7 @@ dc up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; echo "e2e-compose: up
 
 replicas=(rewrited1 rewrited2)
 declare -A cid grpc_port metrics_port
-for s in "${replicas[@]}" frontend; do cid[$s]=$(dc ps -q "$s"); done
+for s in "${replicas[@]}" frontend proxy; do cid[$s]=$(dc ps -q "$s"); done
 # Host ports come from the containers (a restart may move them); `docker port`
 # answers far faster than compose v1 does.
 hostport() { docker port "${cid[$1]}" "$2" 2>/dev/null | grep -m1 '^127\.0\.0\.1:' | sed 's/.*://' || true; }
@@ -77,6 +78,7 @@ read_ports() {
     metrics_port[$r]=$(hostport "$r" 9090/tcp)
   done
   smtp_port=$(hostport frontend 2525/tcp)
+  proxy_port=$(hostport proxy 2526/tcp)
 }
 read_ports
 
@@ -116,7 +118,7 @@ rpc_version() { # replica: policyVersion of a direct call
 # send_mail prints the DATA reply as JSON: code, text as smtplib joins it, and
 # the reply's lines as they were on the wire (from smtplib's debug output).
 send_mail() {
-  python3 - "$smtp_port" <<'EOF'
+  python3 - "${1:-$smtp_port}" <<'EOF'
 import ast, contextlib, io, json, smtplib, sys
 try:
     with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
@@ -157,6 +159,15 @@ done
 # The frontend connects on its first call; allow the first few to fall back.
 first_mail() { out=$(send_mail) && rewritten "super fantastic!" "$out"; }
 if retry 30 first_mail; then ok "smtplib DATA reply is rewritten: $(jq -c .wire <<<"$out")"; else fail "first DATA reply is rewritten" "$out"; fi
+
+# 1b. rewrited-proxy in front of the frontend: the frontend's rewritten DATA
+# reply passes through the policy once more, so the line is added twice.
+through_proxy() {
+  out=$(send_mail "$proxy_port") && jq -e '.code == 250 and (.wire | length) == 3
+    and .wire[0] == "250-super fantastic!" and .wire[1] == "250-super fantastic!"
+    and (.wire[2] | test("^250 OK ids=[0-9a-f]+$"))' <<<"$out" >/dev/null 2>&1
+}
+if retry 30 through_proxy; then ok "smtplib through rewrited-proxy: $(jq -c .wire <<<"$out")"; else fail "a message through rewrited-proxy is rewritten" "$out"; fi
 
 # 2. Every replica serves the same policy version, in its metrics and replies.
 v0=$(info_versions rewrited1)
