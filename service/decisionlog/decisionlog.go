@@ -282,8 +282,9 @@ func Command(cmd string) string {
 }
 
 // Redact returns cmd as it may be recorded, and whether anything was
-// removed. AUTH keeps its mechanism but loses its initial response ("AUTH
-// PLAIN [redacted]"). Any other text that does not start with a known SMTP
+// removed. AUTH keeps a known mechanism's name but loses its initial
+// response ("AUTH PLAIN [redacted]"); an unknown word after AUTH is
+// redacted too. Any other text that does not start with a known SMTP
 // verb is redacted whole: on an AUTH failure, KumoMTA passes the client's
 // raw SASL response, a credential, as the command.
 func Redact(cmd string) (string, bool) {
@@ -296,7 +297,7 @@ func Redact(cmd string) (string, bool) {
 		switch {
 		case mech == "":
 			return "AUTH", cmd != "AUTH"
-		case !saslMechanism(mech):
+		case !saslMechanisms[mech]:
 			return "AUTH [redacted]", true
 		case strings.TrimSpace(initial) == "":
 			return "AUTH " + mech, cmd != "AUTH "+mech
@@ -310,18 +311,15 @@ func Redact(cmd string) (string, bool) {
 	}
 }
 
-// saslMechanism reports whether s is a SASL mechanism name (RFC 4422:
-// 1 to 20 upper-case letters, digits, '-' and '_').
-func saslMechanism(s string) bool {
-	if len(s) == 0 || len(s) > 20 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '-' && c != '_' {
-			return false
-		}
-	}
-	return true
+// saslMechanisms are the SASL mechanisms (IANA's registry, the common
+// ones) whose names a record keeps. Any other word after AUTH may be
+// something the client typed by mistake, a password included, so it is
+// redacted.
+var saslMechanisms = map[string]bool{
+	"PLAIN": true, "LOGIN": true, "CRAM-MD5": true, "DIGEST-MD5": true,
+	"XOAUTH2": true, "OAUTHBEARER": true, "EXTERNAL": true, "ANONYMOUS": true,
+	"GSSAPI": true, "GS2-KRB5": true, "NTLM": true, "SCRAM-SHA-1": true,
+	"SCRAM-SHA-1-PLUS": true, "SCRAM-SHA-256": true, "SCRAM-SHA-256-PLUS": true,
 }
 
 // Text shortens s for a log line.

@@ -28,6 +28,7 @@ func TestCommand(t *testing.T) {
 		{"AUTH CRAM-MD5", "AUTH CRAM-MD5"},
 		{"AUTH", "AUTH"},
 		{"AUTH s3cret!", "AUTH [redacted]"},
+		{"AUTH hunter2", "AUTH [redacted]"},
 		{"AUTH XOAUTH2-BUT-FAR-TOO-LONG-NAME token", "AUTH [redacted]"},
 		// KumoMTA passes the raw SASL response as the command on failure.
 		{"AGFsaWNlAHMzY3JldA==", "[redacted]"},
