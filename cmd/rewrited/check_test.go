@@ -55,10 +55,10 @@ func TestVersionAndUsage(t *testing.T) {
 	}
 }
 
-func TestServeRefusesABrokenPolicy(t *testing.T) {
+func TestServeRefusesAMissingPolicyDir(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	status := run([]string{"serve", "--listen", "127.0.0.1:0", "--policy", "testdata/lua54.lua"}, &stdout, &stderr)
-	if status != 1 || !strings.Contains(stderr.String(), "testdata/lua54.lua:2: syntax error") {
+	status := run([]string{"serve", "--listen", "127.0.0.1:0", "--policy-dir", "testdata/missing"}, &stdout, &stderr)
+	if status != 1 || !strings.Contains(stderr.String(), "--policy-dir: open testdata/missing: no such file or directory") {
 		t.Errorf("exit %d, stderr %q", status, &stderr)
 	}
 }

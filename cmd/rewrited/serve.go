@@ -150,7 +150,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 
 // openRegistry loads the policies: the directory, the file, or the bundled
 // example.
-func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics) (*registry.Registry, error) {
+func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics, onReload func()) (*registry.Registry, error) {
 	rc := registry.Config{
 		File: cfg.policyFile,
 		Dir:  cfg.policyDir,
@@ -163,8 +163,9 @@ func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics) (*re
 			// empty builds a state, which costs as much as ~20 evaluations.
 			PoolSize: cfg.maxConcurrent,
 		},
-		Logger: logger,
-		OnLoad: m.PolicyLoaded,
+		Logger:   logger,
+		OnLoad:   m.PolicyLoaded,
+		OnReload: onReload,
 	}
 	if rc.File == "" && rc.Dir == "" {
 		rc.File, rc.Src = policies.DefaultFile, policies.Default
@@ -212,12 +213,14 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigc)
 	m := metrics.New()
-	reg, err := openRegistry(cfg, logger, m)
+	var ready readiness
+	reg, err := openRegistry(cfg, logger, m, ready.update)
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
 	m.CollectPolicies(reg)
+	m.CollectLoadState(reg)
 
 	sc := server.Config{
 		Logger:           logger,
@@ -253,11 +256,11 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 		lis.Close()
 		return err
 	}
-	srv.SetServing(true)
+	ready.attach(reg, srv)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.GRPC.Serve(lis) }()
-	logger.Info("serving", "addr", lis.Addr().String(), "tls", tlsFiles != nil, "mtls", cfg.tlsClientCA != "", "auth", sc.Tokens != nil)
+	logger.Info("serving", "addr", lis.Addr().String(), "tls", tlsFiles != nil, "mtls", cfg.tlsClientCA != "", "auth", sc.Tokens != nil, "ready", reg.Ready())
 
 	for {
 		select {

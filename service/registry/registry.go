@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rewrited/rewrited/service/policy"
 	"github.com/rewrited/rewrited/service/rewrite"
@@ -40,6 +41,9 @@ type Config struct {
 	Logger  *slog.Logger
 	// OnLoad is told of every compile attempt, for metrics.
 	OnLoad func(name string, err error)
+	// OnReload is called after every reload, once Ready and Refused tell
+	// its result.
+	OnReload func()
 }
 
 // Registry is a rewrite.Resolver over the policies currently loaded. Readers
@@ -49,6 +53,11 @@ type Registry struct {
 	cfg Config
 	cur atomic.Pointer[map[string]*policy.Policy]
 	mu  sync.Mutex // serialises reloads
+	// refused holds the policies whose file the last reload refused.
+	refused atomic.Pointer[map[string]Refusal]
+	// skipped remembers the files whose name cannot be served, so each is
+	// reported once until it changes.
+	skipped map[string]time.Time
 }
 
 // source is one policy file found by a scan; shadow says whether it is
@@ -61,23 +70,23 @@ type source struct {
 	err    error
 }
 
-// Open loads every policy of cfg. Unlike a reload, which keeps the old
-// version of a policy that fails, Open fails when any policy fails, so a
-// broken configuration stops a new replica instead of starting it short of
-// a policy.
+// Open loads the policies of cfg that load. A policy that fails is not
+// served, and the registry is not Ready until a reload loads it: a replica
+// that starts while one file is broken serves the others and waits for the
+// fix instead of exiting. Open fails only when Dir cannot be read.
 func Open(cfg Config) (*Registry, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &Registry{cfg: cfg}
+	r := &Registry{cfg: cfg, skipped: map[string]time.Time{}}
 	r.cur.Store(&map[string]*policy.Policy{})
-	if err := r.Reload(); err != nil {
-		r.Close()
-		return nil, err
+	r.refused.Store(&map[string]Refusal{})
+	if cfg.Dir != "" {
+		if _, err := os.ReadDir(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("--policy-dir: %w", err)
+		}
 	}
-	if len(*r.cur.Load()) == 0 {
-		return nil, fmt.Errorf("%s: no policy file (NAME.lua) found", cfg.Dir)
-	}
+	_ = r.Reload() // logged, counted and reported by Ready
 	return r, nil
 }
 
@@ -130,11 +139,13 @@ func (r *Registry) Reload() error {
 	found, errs := r.scan()
 	old := *r.cur.Load()
 	next := make(map[string]*policy.Policy, len(found))
+	refused := map[string]Refusal{}
 	if len(errs) > 0 && found == nil {
 		// The directory itself could not be read: keep everything.
 		for name, p := range old {
 			next[name] = p
 		}
+		refused = *r.refused.Load()
 	}
 	for _, s := range found {
 		prev := old[s.name]
@@ -148,6 +159,7 @@ func (r *Registry) Reload() error {
 		}
 		if err != nil {
 			errs = append(errs, err)
+			refused[s.name] = Refusal{Policy: s.name, File: s.file, Err: err, Serving: prev != nil}
 			if prev == nil {
 				r.cfg.Logger.Error("policy refused: not served", "policy", s.name, "file", s.file, "error", err.Error())
 				continue
@@ -173,6 +185,7 @@ func (r *Registry) Reload() error {
 		}
 		p.Close()
 	}
+	r.settle(refused)
 	return errors.Join(errs...)
 }
 
@@ -224,6 +237,8 @@ func (r *Registry) scanDir() ([]source, []error) {
 	found := []source{}
 	var errs []error
 	byName := map[string]string{}
+	skipped := map[string]time.Time{}
+	defer func() { r.skipped = skipped }()
 	// ReadDir sorts by file name, and "a.lua" sorts before "a.shadow.lua":
 	// when both exist, the live policy wins.
 	for _, e := range entries {
@@ -234,7 +249,7 @@ func (r *Registry) scanDir() ([]source, []error) {
 		name, shadow := strings.CutSuffix(strings.TrimSuffix(base, luaSuffix), shadowSuffix)
 		s := source{name: name, file: filepath.Join(r.cfg.Dir, base), shadow: shadow || r.cfg.Options.Shadow}
 		if !rewrite.ValidPolicyName(name) {
-			r.cfg.Logger.Warn("policy file skipped: its name cannot be asked for (letters, digits, '_', '-', '.')", "file", s.file)
+			r.skip(e, s.file, skipped)
 			continue
 		}
 		fi, err := os.Stat(s.file)
