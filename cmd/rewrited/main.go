@@ -8,11 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 const usage = `rewrited: SMTP reply-rewrite decisions over gRPC, with KumoMTA-compatible Lua policies
 
@@ -21,7 +17,7 @@ Usage:
   rewrited check FILE...
   rewrited eval --policy FILE --status CODE [--response TEXT] [--command LINE] [--meta KEY=VALUE] [--json]
   rewrited test [-v] PATH...
-  rewrited version
+  rewrited version        (or rewrited --version)
 
 Run "rewrited COMMAND --help" for a command's flags.
 `
@@ -52,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "-version", "--version":
+		return runVersion(args[1:], stdout, stderr)
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -80,19 +78,4 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 	default:
 		return 2
 	}
-}
-
-func runVersion(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stdout, "rewrited", buildVersion())
-	return 0
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
-		return info.Main.Version
-	}
-	return "devel"
 }

@@ -221,6 +221,7 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	defer reg.Close()
 	m.CollectPolicies(reg)
 	m.CollectLoadState(reg)
+	registerBuildInfo(m)
 
 	sc := server.Config{
 		Logger:           logger,
@@ -260,7 +261,7 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.GRPC.Serve(lis) }()
-	logger.Info("serving", "addr", lis.Addr().String(), "tls", tlsFiles != nil, "mtls", cfg.tlsClientCA != "", "auth", sc.Tokens != nil, "ready", reg.Ready())
+	logger.Info("serving", "version", buildVersion(), "addr", lis.Addr().String(), "tls", tlsFiles != nil, "mtls", cfg.tlsClientCA != "", "auth", sc.Tokens != nil, "ready", reg.Ready())
 
 	for {
 		select {

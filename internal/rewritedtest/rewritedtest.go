@@ -75,10 +75,16 @@ const TestEvalTimeout = "2s"
 // until it logs the address it serves on, and stops it when the test ends.
 func Start(t testing.TB, args ...string) *Proc {
 	t.Helper()
+	return StartBinary(t, Binary(t), args...)
+}
+
+// StartBinary is Start with another rewrited binary.
+func StartBinary(t testing.TB, bin string, args ...string) *Proc {
+	t.Helper()
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(strings.TrimLeft(a, "-"), "eval-timeout") }) {
 		args = append([]string{"--eval-timeout", TestEvalTimeout}, args...)
 	}
-	p, err := start(Binary(t), args)
+	p, err := start(bin, args)
 	if err != nil {
 		t.Fatal(err)
 	}
