@@ -51,6 +51,7 @@ type serveConfig struct {
 	maxRequestBytes  int
 	maxConnectionAge time.Duration
 	drainTimeout     time.Duration
+	pprof            bool
 }
 
 func (c *serveConfig) bind(fs *flag.FlagSet) {
@@ -64,7 +65,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.Float64Var(&c.decisionSample, "decision-log-sample", 0, "fraction of decisions logged, 0 to 1 (0: none, 1: all)")
 	fs.Float64Var(&c.shadowSample, "shadow-log-sample", 1, "fraction of shadow-mode would-be rewrites logged, 0 to 1")
-	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this `address` (default: no metrics)")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz on this `address` (default: none)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve gRPC over TLS with this PEM certificate `file` (reloaded on SIGHUP)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this PEM CA `file` (mutual TLS)")
@@ -73,6 +74,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request accepted; a larger one is refused with INVALID_ARGUMENT")
 	fs.DurationVar(&c.maxConnectionAge, "max-connection-age", 5*time.Minute, "close client connections after this long, so round_robin clients spread onto new replicas")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for in-flight calls")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on --metrics-listen")
 }
 
 // defaultMaxConcurrent admits 8 calls per core. Evaluations are CPU-bound
@@ -99,6 +101,8 @@ func (c *serveConfig) check() error {
 		return fmt.Errorf("--max-concurrent: %d is negative", c.maxConcurrent)
 	case c.maxRequestBytes <= 0 || c.maxRequestBytes > maxRequestBytesLimit:
 		return fmt.Errorf("--max-request-bytes: %d is not between 1 and %d", c.maxRequestBytes, maxRequestBytesLimit)
+	case c.pprof && c.metricsListen == "":
+		return errors.New("--pprof needs --metrics-listen")
 	case c.maxConnectionAge <= 0:
 		return fmt.Errorf("--max-connection-age: %v is not positive", c.maxConnectionAge)
 	}
@@ -252,7 +256,7 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	metricsSrv, err := serveMetrics(cfg.metricsListen, m, logger)
+	metricsSrv, err := serveMetrics(cfg.metricsListen, httpHandler(m, srv, reg, cfg.pprof), logger)
 	if err != nil {
 		lis.Close()
 		return err
@@ -308,8 +312,8 @@ func reload(reg *registry.Registry, tlsFiles *server.TLSFiles, tokens *server.To
 	}
 }
 
-// serveMetrics serves /metrics on addr, unless addr is empty.
-func serveMetrics(addr string, m *metrics.Metrics, logger *slog.Logger) (*http.Server, error) {
+// serveMetrics serves h (see httpHandler) on addr, unless addr is empty.
+func serveMetrics(addr string, h http.Handler, logger *slog.Logger) (*http.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -317,9 +321,7 @@ func serveMetrics(addr string, m *metrics.Metrics, logger *slog.Logger) (*http.S
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("metrics server stopped", "error", err.Error())
