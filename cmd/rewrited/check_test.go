@@ -54,11 +54,3 @@ func TestVersionAndUsage(t *testing.T) {
 		t.Errorf("bad flag: exit %d, %q", status, &stderr)
 	}
 }
-
-func TestServeRefusesAMissingPolicyDir(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	status := run([]string{"serve", "--listen", "127.0.0.1:0", "--policy-dir", "testdata/missing"}, &stdout, &stderr)
-	if status != 1 || !strings.Contains(stderr.String(), "--policy-dir: open testdata/missing: no such file or directory") {
-		t.Errorf("exit %d, stderr %q", status, &stderr)
-	}
-}

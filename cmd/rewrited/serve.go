@@ -70,7 +70,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this PEM CA `file` (mutual TLS)")
 	fs.StringVar(&c.authTokenFile, "auth-token-file", "", "require \"authorization: Bearer TOKEN\" on every call but health checks; `file` holds one token per line (reloaded on SIGHUP)")
-	fs.IntVar(&c.maxConcurrent, "max-concurrent", defaultMaxConcurrent(), "rewrite calls in flight before further ones are refused with RESOURCE_EXHAUSTED, and Lua states kept warm per policy; 0: no cap (default: 8 per GOMAXPROCS)")
+	fs.IntVar(&c.maxConcurrent, "max-concurrent", defaultMaxConcurrent(), "rewrite calls in flight before further ones are refused with RESOURCE_EXHAUSTED, and Lua states kept warm per policy: 8 per GOMAXPROCS unless set; 0: no cap")
 	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request accepted; a larger one is refused with INVALID_ARGUMENT")
 	fs.DurationVar(&c.maxConnectionAge, "max-connection-age", 5*time.Minute, "close client connections after this long, so round_robin clients spread onto new replicas")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for in-flight calls")
