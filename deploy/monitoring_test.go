@@ -163,17 +163,12 @@ func TestMonitoringMetricsExist(t *testing.T) {
 		}
 	}
 	p := rewritedtest.Start(t, "--policy-dir", dir, "--metrics-listen", "127.0.0.1:0")
-	resp, err := http.Get("http://" + metricsAddr(t, p) + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
+	code, body := httpGet(t, "http://"+metricsAddr(t, p)+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d", code)
 	}
 	exported := map[string]bool{}
-	for _, m := range sampleName.FindAllStringSubmatch(string(body), -1) {
+	for _, m := range sampleName.FindAllStringSubmatch(body, -1) {
 		exported[m[1]] = true
 	}
 
@@ -207,4 +202,19 @@ func TestMonitoringMetricsExist(t *testing.T) {
 			t.Errorf("%s is exported by a plain serve: remove it from metricsFromElsewhere (%s)", name, why)
 		}
 	}
+}
+
+// httpGet returns the status code and body of GET url.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
 }
