@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -761,17 +760,9 @@ func TestDeployedArgsServe(t *testing.T) {
 			}
 
 			// What the prometheus.io/port annotation scrapes.
-			resp, err := http.Get("http://" + metricsAddr(t, p) + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, body := rewritedtest.HTTPGet(t, "http://"+metricsAddr(t, p)+"/metrics")
 			info := fmt.Sprintf(`rewrited_policy_info{policy="default",version=%q} 1`, res.GetPolicyVersion())
-			if !strings.Contains(string(body), info+"\n") {
+			if !strings.Contains(body, info+"\n") {
 				t.Errorf("/metrics lacks %s", info)
 			}
 		})

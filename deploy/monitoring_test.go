@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -163,7 +162,7 @@ func TestMonitoringMetricsExist(t *testing.T) {
 		}
 	}
 	p := rewritedtest.Start(t, "--policy-dir", dir, "--metrics-listen", "127.0.0.1:0")
-	code, body := httpGet(t, "http://"+metricsAddr(t, p)+"/metrics")
+	code, body := rewritedtest.HTTPGet(t, "http://"+metricsAddr(t, p)+"/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("GET /metrics: %d", code)
 	}
@@ -202,19 +201,4 @@ func TestMonitoringMetricsExist(t *testing.T) {
 			t.Errorf("%s is exported by a plain serve: remove it from metricsFromElsewhere (%s)", name, why)
 		}
 	}
-}
-
-// httpGet returns the status code and body of GET url.
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
 }

@@ -58,7 +58,7 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	args := exec0[1 : len(exec0)-1]
 	p := rewritedtest.Start(t, localArgs(args, "../examples/policies")...)
-	if code, body := httpGet(t, "http://"+metricsAddr(t, p)+"/readyz"); code != 200 {
+	if code, body := rewritedtest.HTTPGet(t, "http://"+metricsAddr(t, p)+"/readyz"); code != 200 {
 		t.Errorf("/readyz with the unit's arguments: %d %q", code, body)
 	}
 

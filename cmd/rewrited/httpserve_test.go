@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -11,21 +10,6 @@ import (
 
 	"github.com/rewrited/rewrited/internal/rewritedtest"
 )
-
-// get returns the status code and body of GET url.
-func get(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
-}
 
 // TestServeHTTPHealth: /healthz answers while the process runs, /readyz
 // follows the policies' loading as gRPC health does, /debug/pprof/ is off.
@@ -48,7 +32,7 @@ func TestServeHTTPHealth(t *testing.T) {
 		{"/debug/pprof/", http.StatusNotFound, ""},
 	}
 	for _, tt := range tests {
-		code, body := get(t, base+tt.path)
+		code, body := rewritedtest.HTTPGet(t, base+tt.path)
 		if code != tt.code || (tt.body != "" && body != tt.body) {
 			t.Errorf("GET %s: %d %q, want %d %q", tt.path, code, body, tt.code, tt.body)
 		}
@@ -56,7 +40,7 @@ func TestServeHTTPHealth(t *testing.T) {
 
 	replaceFile(t, bad, answering("fixed"))
 	eventually(t, "/readyz answers 200", func() bool {
-		code, body := get(t, base+"/readyz")
+		code, body := rewritedtest.HTTPGet(t, base+"/readyz")
 		return code == http.StatusOK && body == "ready\n"
 	})
 
@@ -75,10 +59,10 @@ func TestServeHTTPHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "/readyz answers 503 while draining", func() bool {
-		code, body := get(t, base+"/readyz")
+		code, body := rewritedtest.HTTPGet(t, base+"/readyz")
 		return code == http.StatusServiceUnavailable && body == "not ready: shutting down\n"
 	})
-	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
+	if code, _ := rewritedtest.HTTPGet(t, base+"/healthz"); code != http.StatusOK {
 		t.Errorf("GET /healthz while draining: %d", code)
 	}
 	if err := <-done; err != nil {
@@ -93,10 +77,10 @@ func TestServeHTTPHealth(t *testing.T) {
 func TestServePprof(t *testing.T) {
 	p := rewritedtest.Start(t, "--metrics-listen", "127.0.0.1:0", "--pprof")
 	base := strings.TrimSuffix(metricsURL(t, p), "/metrics")
-	if code, body := get(t, base+"/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+	if code, body := rewritedtest.HTTPGet(t, base+"/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
 		t.Errorf("GET /debug/pprof/: %d %.200q", code, body)
 	}
-	if code, body := get(t, base+"/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "main.serve") {
+	if code, body := rewritedtest.HTTPGet(t, base+"/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "main.serve") {
 		t.Errorf("GET /debug/pprof/goroutine: %d %.200q", code, body)
 	}
 }
