@@ -7,7 +7,7 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: all build serve test tools smtp-tools lint proto-check vet unit e2e images e2e-compose bench fuzz-smoke reliability-report
+.PHONY: all build serve test tools smtp-tools lint proto-check vet unit e2e images e2e-compose bench fuzz-smoke reliability-report monitoring-check
 
 all: build
 
@@ -22,7 +22,7 @@ serve:
 # integration tests with the race detector, every fuzz target briefly, and
 # the end-to-end scripts (the docker-compose one skips itself when no Docker
 # engine answers).
-test: tools lint proto-check vet unit fuzz-smoke e2e e2e-compose
+test: tools lint proto-check vet unit fuzz-smoke e2e e2e-compose monitoring-check
 
 tools:
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
@@ -52,6 +52,16 @@ unit:
 
 e2e:
 	./scripts/e2e-grpcurl.sh
+
+# The alert rules' syntax and unit tests (promtool ships in Debian's
+# prometheus package; .ci/run installs it).
+monitoring-check:
+	@if command -v promtool >/dev/null; then \
+		promtool check rules deploy/monitoring/rewrited-alerts.yaml && \
+		cd deploy/monitoring && promtool test rules rewrited-alerts_test.yaml; \
+	else \
+		echo "monitoring-check: SKIPPED, promtool not found (apt-get install prometheus)"; \
+	fi
 
 # Every fuzz target in the module for FUZZTIME each, one at a time (see
 # docs/reliability.md to fuzz longer).

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -75,8 +74,14 @@ type volume struct {
 }
 
 type envVar struct {
-	Name  string `yaml:"name"`
-	Value string `yaml:"value"`
+	Name      string `yaml:"name"`
+	Value     string `yaml:"value"`
+	ValueFrom *struct {
+		ResourceFieldRef *struct {
+			Resource string `yaml:"resource"`
+			Divisor  string `yaml:"divisor"`
+		} `yaml:"resourceFieldRef"`
+	} `yaml:"valueFrom"`
 }
 
 type servicePort struct {
@@ -86,6 +91,14 @@ type servicePort struct {
 }
 
 type container struct {
+	Image     string `yaml:"image"`
+	Lifecycle struct {
+		PreStop *struct {
+			Sleep *struct {
+				Seconds int `yaml:"seconds"`
+			} `yaml:"sleep"`
+		} `yaml:"preStop"`
+	} `yaml:"lifecycle"`
 	Args  []string `yaml:"args"`
 	Env   []envVar `yaml:"env"`
 	Ports []struct {
@@ -182,7 +195,62 @@ func manifests(t *testing.T) map[string]*yaml.Node {
 			byKind[obj.Kind] = &doc
 		}
 	}
+	for _, gen := range loadKustomization(t).ConfigMapGenerator {
+		var doc yaml.Node
+		cm := map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": gen.Name}, "data": generatedData(t, gen.Files)}
+		if err := doc.Encode(cm); err != nil {
+			t.Fatal(err)
+		}
+		byKind["ConfigMap"] = &doc
+	}
 	return byKind
+}
+
+type kustomization struct {
+	Namespace          string          `yaml:"namespace"`
+	Resources          []string        `yaml:"resources"`
+	Images             []imageOverride `yaml:"images"`
+	ConfigMapGenerator []struct {
+		Name    string   `yaml:"name"`
+		Files   []string `yaml:"files"`
+		Options struct {
+			DisableNameSuffixHash bool `yaml:"disableNameSuffixHash"`
+		} `yaml:"options"`
+	} `yaml:"configMapGenerator"`
+}
+
+type imageOverride struct {
+	Name    string `yaml:"name"`
+	NewName string `yaml:"newName"`
+	NewTag  string `yaml:"newTag"`
+}
+
+func loadKustomization(t *testing.T) kustomization {
+	t.Helper()
+	src, err := os.ReadFile("kubernetes/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k kustomization
+	if err := yaml.Unmarshal(src, &k); err != nil {
+		t.Fatalf("kustomization.yaml: %v", err)
+	}
+	return k
+}
+
+// generatedData is what a configMapGenerator makes of files: each file's
+// content under its base name.
+func generatedData(t *testing.T, files []string) map[string]string {
+	t.Helper()
+	data := map[string]string{}
+	for _, f := range files {
+		src, err := os.ReadFile(filepath.Join("kubernetes", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[filepath.Base(f)] = string(src)
+	}
+	return data
 }
 
 func decode[T any](t *testing.T, docs map[string]*yaml.Node, kind string) T {
@@ -284,8 +352,13 @@ func TestKubernetesDeployment(t *testing.T) {
 			t.Errorf("args use --policy: a single file; want --policy-dir")
 		}
 		drain, ok := flagValue(c.Args, "drain-timeout")
-		if dur, err := time.ParseDuration(drain); !ok || err != nil || dur >= time.Duration(pod.TerminationGracePeriodSeconds)*time.Second {
-			t.Errorf("--drain-timeout %q must be shorter than terminationGracePeriodSeconds %d", drain, pod.TerminationGracePeriodSeconds)
+		stop := c.Lifecycle.PreStop
+		if stop == nil || stop.Sleep == nil || stop.Sleep.Seconds <= 0 {
+			t.Fatal("no preStop sleep: a deleted pod would drain before leaving the endpoints")
+		}
+		wait := time.Duration(stop.Sleep.Seconds) * time.Second
+		if dur, err := time.ParseDuration(drain); !ok || err != nil || wait+dur >= time.Duration(pod.TerminationGracePeriodSeconds)*time.Second {
+			t.Errorf("preStop %v plus --drain-timeout %q must be shorter than terminationGracePeriodSeconds %d", wait, drain, pod.TerminationGracePeriodSeconds)
 		}
 	})
 
@@ -375,9 +448,15 @@ func TestKubernetesDeployment(t *testing.T) {
 				t.Errorf("%s request %s exceeds its limit %s", res, req, lim)
 			}
 		}
+		// GOMEMLIMIT takes bytes: the downward API must give the limit
+		// with divisor 1.
 		i := slices.IndexFunc(c.Env, func(e envVar) bool { return e.Name == "GOMEMLIMIT" })
-		if i < 0 || r.Limits["memory"] == "" || quantity(t, c.Env[i].Value) >= quantity(t, r.Limits["memory"]) {
-			t.Errorf("GOMEMLIMIT must be set below the memory limit %q", r.Limits["memory"])
+		if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.ResourceFieldRef == nil {
+			t.Fatal("GOMEMLIMIT is not taken from the memory limit with resourceFieldRef")
+		}
+		ref := c.Env[i].ValueFrom.ResourceFieldRef
+		if ref.Resource != "limits.memory" || (ref.Divisor != "" && ref.Divisor != "1") || r.Limits["memory"] == "" {
+			t.Errorf("GOMEMLIMIT from %+v: want limits.memory in bytes (divisor 1) and a memory limit", ref)
 		}
 	})
 
@@ -435,16 +514,7 @@ func TestConfigMapPolicyIsTheExample(t *testing.T) {
 }
 
 func TestKustomizationListsEveryManifest(t *testing.T) {
-	src, err := os.ReadFile("kubernetes/kustomization.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var k struct {
-		Resources []string `yaml:"resources"`
-	}
-	if err := yaml.Unmarshal(src, &k); err != nil {
-		t.Fatal(err)
-	}
+	k := loadKustomization(t)
 	files, _ := filepath.Glob("kubernetes/*.yaml")
 	var want []string
 	for _, f := range files {
@@ -690,17 +760,9 @@ func TestDeployedArgsServe(t *testing.T) {
 			}
 
 			// What the prometheus.io/port annotation scrapes.
-			resp, err := http.Get("http://" + metricsAddr(t, p) + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, body := rewritedtest.HTTPGet(t, "http://"+metricsAddr(t, p)+"/metrics")
 			info := fmt.Sprintf(`rewrited_policy_info{policy="default",shadow_version="",version=%q} 1`, res.GetPolicyVersion())
-			if !strings.Contains(string(body), info+"\n") {
+			if !strings.Contains(body, info+"\n") {
 				t.Errorf("/metrics lacks %s", info)
 			}
 		})

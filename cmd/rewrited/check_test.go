@@ -54,11 +54,3 @@ func TestVersionAndUsage(t *testing.T) {
 		t.Errorf("bad flag: exit %d, %q", status, &stderr)
 	}
 }
-
-func TestServeRefusesABrokenPolicy(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	status := run([]string{"serve", "--listen", "127.0.0.1:0", "--policy", "testdata/lua54.lua"}, &stdout, &stderr)
-	if status != 1 || !strings.Contains(stderr.String(), "testdata/lua54.lua:2: syntax error") {
-		t.Errorf("exit %d, stderr %q", status, &stderr)
-	}
-}

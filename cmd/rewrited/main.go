@@ -8,13 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 
 	"github.com/rewrited/rewrited/service/policy"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 const usage = `rewrited: SMTP reply-rewrite decisions over gRPC, with KumoMTA-compatible Lua policies
 
@@ -24,7 +20,7 @@ Usage:
   rewrited eval --policy FILE --status CODE [--response TEXT] [--command LINE] [--meta KEY=VALUE] [--json]
   rewrited test [-v] PATH...
   rewrited replay --policy FILE [--json] [DECISIONS.jsonl...]
-  rewrited version
+  rewrited version        (or rewrited --version)
 
 Run "rewrited COMMAND --help" for a command's flags.
 `
@@ -56,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "-version", "--version":
+		return runVersion(args[1:], stdout, stderr)
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -90,19 +88,4 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 // folder, on the commands that load policies.
 func luaPathFlag(fs *flag.FlagSet) *string {
 	return fs.String("lua-path", policy.DefaultLuaPath, "where require looks for modules after the policy's folder: `templates` in Lua's package.path syntax (DIR/?.lua;DIR/?/init.lua)")
-}
-
-func runVersion(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stdout, "rewrited", buildVersion())
-	return 0
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
-		return info.Main.Version
-	}
-	return "devel"
 }

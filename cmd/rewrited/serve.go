@@ -65,6 +65,7 @@ type serveConfig struct {
 	compileTimeout   time.Duration
 	drainTimeout     time.Duration
 	luaPath          *string
+	pprof            bool
 }
 
 // defaultMaxConnections is far above what SMTP front-ends open (a few
@@ -122,12 +123,12 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.decisionLogMeta, "decision-log-meta", "keys", "conn_meta in decision records: keys (its keys only) or full (the whole object, which replay needs)")
 	fs.Float64Var(&c.shadowSample, "shadow-sample", 1, "fraction of a policy's requests its candidate (NAME.shadow.lua beside NAME.lua) is evaluated on, 0 to 1")
 	fs.Float64Var(&c.shadowLogSample, "shadow-log-sample", 1, "fraction of shadow-mode would-be rewrites, and of candidate replies that differ, logged, 0 to 1")
-	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus /metrics on this `address` (default: no metrics)")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus /metrics, /healthz and /readyz on this `address` (default: none)")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "serve gRPC over TLS with this PEM certificate `file` (reloaded when it changes and on SIGHUP)")
 	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key `file` of --tls-cert")
 	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this PEM CA `file` (mutual TLS)")
 	fs.StringVar(&c.authTokenFile, "auth-token-file", "", "require \"authorization: Bearer TOKEN\" on every call but health checks; `file` holds one token per line (reloaded on SIGHUP)")
-	fs.IntVar(&c.maxConcurrent, "max-concurrent", defaultMaxConcurrent(), "rewrite calls in flight before further ones are refused with RESOURCE_EXHAUSTED, and Lua states kept warm per policy; 0: no cap (default: 8 per GOMAXPROCS)")
+	fs.IntVar(&c.maxConcurrent, "max-concurrent", defaultMaxConcurrent(), "rewrite calls in flight before further ones are refused with RESOURCE_EXHAUSTED, and Lua states kept warm per policy: 8 per GOMAXPROCS unless set; 0: no cap")
 	fs.IntVar(&c.maxRequestBytes, "max-request-bytes", server.DefaultMaxRequestBytes, "largest request accepted; a larger one is refused with INVALID_ARGUMENT")
 	fs.DurationVar(&c.maxConnectionAge, "max-connection-age", 5*time.Minute, "close client connections after this long, so round_robin clients spread onto new replicas")
 	fs.IntVar(&c.maxConnections, "max-connections", defaultMaxConnections, "gRPC connections open at once, further ones wait in the listen backlog until one closes; lowered to fit the open-file limit (0: only that limit)")
@@ -135,6 +136,7 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.maxStateBytes, "max-state-bytes", policy.DefaultMaxStateBytes, "memory one Lua state may hold once a policy's top level has run (every warm state holds as much); a policy over it is refused")
 	fs.DurationVar(&c.compileTimeout, "compile-timeout", registry.DefaultCompileTimeout, "time budget of compiling and warming one policy; a slower one is refused")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long SIGTERM waits for in-flight calls")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's profiler at /debug/pprof/ on --metrics-listen")
 }
 
 // defaultMaxConcurrent admits 8 calls per core. Evaluations are CPU-bound
@@ -177,6 +179,8 @@ func (c *serveConfig) check() error {
 		return fmt.Errorf("--compile-timeout: %v is not positive", c.compileTimeout)
 	case c.maxConnections < 0:
 		return fmt.Errorf("--max-connections: %d is negative", c.maxConnections)
+	case c.pprof && c.metricsListen == "":
+		return errors.New("--pprof needs --metrics-listen")
 	case c.maxConnectionAge <= 0:
 		return fmt.Errorf("--max-connection-age: %v is not positive", c.maxConnectionAge)
 	}
@@ -228,7 +232,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 
 // openRegistry loads the policies: the directory, the file, or the bundled
 // example.
-func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics) (*registry.Registry, error) {
+func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics, onReload func()) (*registry.Registry, error) {
 	rc := registry.Config{
 		File: cfg.policyFile,
 		Dir:  cfg.policyDir,
@@ -247,6 +251,7 @@ func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics) (*re
 		OnLoad:         m.PolicyLoaded,
 		MaxPolicyBytes: cfg.maxPolicyBytes,
 		CompileTimeout: cfg.compileTimeout,
+		OnReload:       onReload,
 	}
 	if rc.File == "" && rc.Dir == "" {
 		rc.File, rc.Src = policies.DefaultFile, policies.Default
@@ -294,12 +299,15 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigc)
 	m := metrics.New()
-	reg, err := openRegistry(cfg, logger, m)
+	var ready readiness
+	reg, err := openRegistry(cfg, logger, m, ready.update)
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
 	m.CollectPolicies(reg)
+	m.CollectLoadState(reg)
+	registerBuildInfo(m)
 
 	sc := server.Config{
 		Logger:            logger,
@@ -350,16 +358,16 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	if maxConns := connectionCap(cfg.maxConnections, openFileLimit(), logger); maxConns > 0 {
 		lis = netutil.LimitListener(lis, maxConns)
 	}
-	metricsSrv, err := serveMetrics(cfg.metricsListen, m, logger)
+	metricsSrv, err := serveMetrics(cfg.metricsListen, httpHandler(m, srv, reg, cfg.pprof), logger)
 	if err != nil {
 		lis.Close()
 		return err
 	}
-	srv.SetServing(true)
+	ready.attach(reg, srv)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.GRPC.Serve(lis) }()
-	logger.Info("serving", "addr", lis.Addr().String(), "tls", tlsFiles != nil, "mtls", cfg.tlsClientCA != "", "auth", sc.Tokens != nil)
+	logger.Info("serving", "version", buildVersion(), "addr", lis.Addr().String(), "tls", tlsFiles != nil, "mtls", cfg.tlsClientCA != "", "auth", sc.Tokens != nil, "ready", reg.Ready())
 
 	// Reloads run beside the signal loop, so that SIGTERM is acted on while
 	// a policy compiles; SIGHUPs sent during a reload bring one more.
@@ -422,8 +430,8 @@ func reload(reg *registry.Registry, tlsFiles *server.TLSFiles, tokens *server.To
 	}
 }
 
-// serveMetrics serves /metrics on addr, unless addr is empty.
-func serveMetrics(addr string, m *metrics.Metrics, logger *slog.Logger) (*http.Server, error) {
+// serveMetrics serves h (see httpHandler) on addr, unless addr is empty.
+func serveMetrics(addr string, h http.Handler, logger *slog.Logger) (*http.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -431,12 +439,10 @@ func serveMetrics(addr string, m *metrics.Metrics, logger *slog.Logger) (*http.S
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.Handler())
 	// Scrapes take milliseconds: the timeouts free the connections of
 	// clients that stall or keep idle connections open.
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -146,10 +146,15 @@ func TestServeFlags(t *testing.T) {
 		t.Errorf("--help: exit %d", code)
 	}
 	for _, flag := range []string{"-listen", "-policy", "-policy-dir", "-shadow", "-shadow-log-sample", "-metrics-listen", "-log-format", "-log-level",
-		"-decision-log-sample", "-tls-cert", "-tls-key", "-tls-client-ca", "-auth-token-file", "-max-concurrent", "-max-request-bytes", "-max-connection-age", "-max-connections", "-max-policy-bytes", "-max-state-bytes", "-compile-timeout", "-protect-data"} {
+		"-decision-log-sample", "-tls-cert", "-tls-key", "-tls-client-ca", "-auth-token-file", "-max-concurrent", "-max-request-bytes", "-max-connection-age", "-max-connections", "-max-policy-bytes", "-max-state-bytes", "-compile-timeout", "-protect-data", "-pprof"} {
 		if !strings.Contains(stderr, "\n  "+flag+" ") && !strings.Contains(stderr, "\n  "+flag+"\n") {
 			t.Errorf("--help does not list %s", flag)
 		}
+	}
+	maxConcurrent := stderr[strings.Index(stderr, "\n  -max-concurrent"):]
+	maxConcurrent = maxConcurrent[:strings.Index(maxConcurrent[1:], "\n  -")+1]
+	if n := strings.Count(maxConcurrent, "default"); n != 1 {
+		t.Errorf("--max-concurrent's help names its default %d times:%s", n, maxConcurrent)
 	}
 	tests := []struct {
 		args []string
@@ -165,6 +170,7 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"--max-policy-bytes", "0"}, "--max-policy-bytes: 0 is not positive"},
 		{[]string{"--compile-timeout", "0s"}, "--compile-timeout: 0s is not positive"},
 		{[]string{"--max-state-bytes", "0"}, "--max-state-bytes: 0 is not positive"},
+		{[]string{"--pprof"}, "--pprof needs --metrics-listen"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runArgs(t, append([]string{"serve"}, tt.args...)...)
@@ -172,9 +178,10 @@ func TestServeFlags(t *testing.T) {
 			t.Errorf("serve %v: exit %d, stderr %q; want 2, %q", tt.args, code, stderr, tt.want)
 		}
 	}
-	code, _, stderr = runArgs(t, "serve", "--listen", "127.0.0.1:0", "--policy-dir", t.TempDir())
-	if code != 1 || !strings.Contains(stderr, "no policy file (NAME.lua) found") {
-		t.Errorf("empty --policy-dir: exit %d, stderr %q", code, stderr)
+	missing := filepath.Join(t.TempDir(), "missing")
+	code, _, stderr = runArgs(t, "serve", "--listen", "127.0.0.1:0", "--policy-dir", missing)
+	if code != 1 || !strings.Contains(stderr, "--policy-dir: open "+missing+": no such file or directory") {
+		t.Errorf("missing --policy-dir: exit %d, stderr %q", code, stderr)
 	}
 }
 

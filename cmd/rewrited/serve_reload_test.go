@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -107,16 +106,11 @@ func metricsURL(t *testing.T, p *rewritedtest.Proc) string {
 // scrape returns the metrics' text exposition.
 func scrape(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
+	code, body := rewritedtest.HTTPGet(t, url)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s: %d", url, code)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
-	}
-	return string(body)
+	return body
 }
 
 // hasSample reports whether the exposition holds the sample line exactly

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,10 +76,16 @@ const TestEvalTimeout = "2s"
 // until it logs the address it serves on, and stops it when the test ends.
 func Start(t testing.TB, args ...string) *Proc {
 	t.Helper()
+	return StartBinary(t, Binary(t), args...)
+}
+
+// StartBinary is Start with another rewrited binary.
+func StartBinary(t testing.TB, bin string, args ...string) *Proc {
+	t.Helper()
 	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(strings.TrimLeft(a, "-"), "eval-timeout") }) {
 		args = append([]string{"--eval-timeout", TestEvalTimeout}, args...)
 	}
-	p, err := start(Binary(t), args)
+	p, err := start(bin, args)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,4 +219,20 @@ func SilentListener(t testing.TB) string {
 		}
 	})
 	return lis.Addr().String()
+}
+
+// HTTPGet returns the status code and body of GET url, failing the test
+// when the request fails.
+func HTTPGet(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
 }

@@ -49,6 +49,9 @@ type Config struct {
 	// CompileTimeout refuses a policy whose compilation and warm-up take
 	// longer; zero means DefaultCompileTimeout.
 	CompileTimeout time.Duration
+	// OnReload is called after every reload, once Ready and Refused tell
+	// its result.
+	OnReload func()
 }
 
 // Compile limits. Compilation time grows faster than the file, so a file
@@ -70,6 +73,11 @@ type Registry struct {
 	// and why, so that an unchanged broken file is not compiled again on
 	// every reload. Guarded by mu.
 	failed map[string]failure
+	// refused holds the policies whose file the last reload refused.
+	refused atomic.Pointer[map[string]Refusal]
+	// skipped remembers the files whose name cannot be served, so each is
+	// reported once until it changes.
+	skipped map[string]time.Time
 }
 
 type failure struct {
@@ -101,10 +109,10 @@ func (s source) key() string {
 	return s.name
 }
 
-// Open loads every policy of cfg. Unlike a reload, which keeps the old
-// version of a policy that fails, Open fails when any policy fails, so a
-// broken configuration stops a new replica instead of starting it short of
-// a policy.
+// Open loads the policies of cfg that load. A policy that fails is not
+// served, and the registry is not Ready until a reload loads it: a replica
+// that starts while one file is broken serves the others and waits for the
+// fix instead of exiting. Open fails only when Dir cannot be read.
 func Open(cfg Config) (*Registry, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -115,15 +123,15 @@ func Open(cfg Config) (*Registry, error) {
 	if cfg.CompileTimeout <= 0 {
 		cfg.CompileTimeout = DefaultCompileTimeout
 	}
-	r := &Registry{cfg: cfg, failed: map[string]failure{}}
+	r := &Registry{cfg: cfg, failed: map[string]failure{}, skipped: map[string]time.Time{}}
 	r.cur.Store(&map[string]*policy.Policy{})
-	if err := r.Reload(); err != nil {
-		r.Close()
-		return nil, err
+	r.refused.Store(&map[string]Refusal{})
+	if cfg.Dir != "" {
+		if _, err := os.ReadDir(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("--policy-dir: %w", err)
+		}
 	}
-	if len(*r.cur.Load()) == 0 {
-		return nil, fmt.Errorf("%s: no policy file (NAME.lua) found", cfg.Dir)
-	}
+	_ = r.Reload() // logged, counted and reported by Ready
 	return r, nil
 }
 
@@ -186,11 +194,13 @@ func (r *Registry) Reload() error {
 	found, errs := r.scan()
 	old := *r.cur.Load()
 	next := make(map[string]*policy.Policy, len(found))
+	refused := map[string]Refusal{}
 	if len(errs) > 0 && found == nil {
 		// The directory itself could not be read: keep everything.
 		for name, p := range old {
 			next[name] = p
 		}
+		refused = *r.refused.Load()
 	}
 	for _, s := range found {
 		prev := old[s.key()]
@@ -201,6 +211,7 @@ func (r *Registry) Reload() error {
 		if f, ok := r.failed[s.file]; ok && s.err == nil && f.version == policy.Version(s.src) {
 			// Refused already, and logged and counted then.
 			errs = append(errs, f.err)
+			s.refuse(refused, f.err, prev != nil)
 			if prev != nil {
 				next[s.key()] = prev
 			}
@@ -216,6 +227,7 @@ func (r *Registry) Reload() error {
 		}
 		if err != nil {
 			errs = append(errs, err)
+			s.refuse(refused, err, prev != nil)
 			if prev == nil {
 				r.cfg.Logger.Error("policy refused: not served", "policy", s.name, "file", s.file, "error", err.Error())
 				continue
@@ -241,7 +253,16 @@ func (r *Registry) Reload() error {
 		}
 		p.Close()
 	}
+	r.settle(refused)
 	return errors.Join(errs...)
+}
+
+// refuse records that s failed to load. A candidate's failure leaves the
+// replica ready: candidates answer no request.
+func (s source) refuse(refused map[string]Refusal, err error, serving bool) {
+	if !s.candidate {
+		refused[s.name] = Refusal{Policy: s.name, File: s.file, Err: err, Serving: serving}
+	}
 }
 
 // failsAgain reports whether err would come back from compiling the same
@@ -332,6 +353,8 @@ func (r *Registry) scanDir() ([]source, []error) {
 	}
 	found := []source{}
 	live := map[string]bool{}
+	skipped := map[string]time.Time{}
+	defer func() { r.skipped = skipped }()
 	// ReadDir sorts by file name, and "a.lua" sorts before "a.shadow.lua":
 	// the live policy is known when its candidate comes.
 	for _, e := range entries {
@@ -345,7 +368,7 @@ func (r *Registry) scanDir() ([]source, []error) {
 			s.shadow = r.cfg.Options.Shadow
 		}
 		if !rewrite.ValidPolicyName(name) {
-			r.cfg.Logger.Warn("policy file skipped: its name cannot be asked for (letters, digits, '_', '-', '.')", "file", s.file)
+			r.skip(e, s.file, skipped)
 			continue
 		}
 		fi, err := os.Stat(s.file)

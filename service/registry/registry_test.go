@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -124,16 +125,18 @@ func TestOpenDirServesLuaFilesOnly(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesBrokenConfiguration(t *testing.T) {
+// TestOpenServesWhatLoads: a broken configuration opens, serves the
+// policies that load and is not Ready; only a missing directory fails.
+func TestOpenServesWhatLoads(t *testing.T) {
 	tests := []struct {
-		name  string
-		files map[string]string
-		want  string
+		name    string
+		files   map[string]string
+		served  []string
+		refused []string
 	}{
-		{"syntax error", map[string]string{"default.lua": broken}, "default.lua:3:"},
-		{"empty directory", map[string]string{"README": "x"}, "no policy file"},
-		{"empty file", map[string]string{"default.lua": ""}, "default.lua: the file is empty"},
-		{"broken candidate", map[string]string{"a.lua": rewriteTo("a"), "a.shadow.lua": broken}, "a.shadow.lua:3:"},
+		{"syntax error", map[string]string{"default.lua": broken, "ok.lua": rewriteTo("ok")}, []string{"ok"}, []string{"default"}},
+		{"empty file", map[string]string{"default.lua": ""}, []string{}, []string{"default"}},
+		{"empty directory", map[string]string{"README": "x"}, []string{}, []string{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,15 +144,105 @@ func TestOpenRefusesBrokenConfiguration(t *testing.T) {
 			for name, src := range tt.files {
 				write(t, filepath.Join(dir, name), src)
 			}
-			r, err := Open(Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
-			if err == nil {
-				r.Close()
-				t.Fatal("Open succeeded")
+			r, _, logs := open(t, Config{Dir: dir})
+			if got := r.Names(); !slices.Equal(got, tt.served) {
+				t.Errorf("Names() = %v, want %v", got, tt.served)
 			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error %q does not contain %q", err, tt.want)
+			var refused []string
+			for _, f := range r.Refused() {
+				refused = append(refused, f.Policy)
+				if f.Serving || f.Err == nil || f.File != filepath.Join(dir, f.Policy+".lua") {
+					t.Errorf("refusal %+v", f)
+				}
+			}
+			if !slices.Equal(refused, tt.refused) {
+				t.Errorf("Refused() = %v, want %v", refused, tt.refused)
+			}
+			if r.Ready() {
+				t.Error("Ready() with a broken configuration")
+			}
+			if !strings.Contains(logs.String(), "level=ERROR") {
+				t.Errorf("nothing logged at error level:\n%s", logs)
 			}
 		})
+	}
+	t.Run("missing directory", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "missing")
+		r, err := Open(Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
+		if err == nil {
+			r.Close()
+			t.Fatal("Open succeeded")
+		}
+		if !strings.Contains(err.Error(), "--policy-dir: open "+dir+": no such file or directory") {
+			t.Errorf("error %q does not name the directory", err)
+		}
+	})
+}
+
+// TestReadyOnceTheBrokenFileLoads: a policy refused at start makes the
+// registry not Ready until a reload loads it; a later refused change, with
+// the previous version serving, keeps it Ready.
+func TestReadyOnceTheBrokenFileLoads(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.lua")
+	write(t, filepath.Join(dir, "good.lua"), rewriteTo("good"))
+	write(t, bad, broken)
+	reloads := 0
+	r, _, logs := open(t, Config{Dir: dir, OnReload: func() { reloads++ }})
+	if r.Ready() || !maps.Equal(r.RefusedPolicies(), map[string]bool{"bad": false}) {
+		t.Fatalf("after Open: Ready %v, refused %v", r.Ready(), r.RefusedPolicies())
+	}
+	if d, ok := reply(t, r, "good"); !ok || d.Response != "good" {
+		t.Errorf("good answers %q (served %v)", d.Response, ok)
+	}
+	write(t, bad, rewriteTo("fixed"))
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Ready() || len(r.RefusedPolicies()) != 0 {
+		t.Fatalf("after the fix: Ready %v, refused %v", r.Ready(), r.RefusedPolicies())
+	}
+	if !strings.Contains(logs.String(), `msg="every policy loaded: ready"`) {
+		t.Errorf("readiness not logged:\n%s", logs)
+	}
+	write(t, bad, broken)
+	if err := r.Reload(); err == nil {
+		t.Fatal("Reload accepted a broken file")
+	}
+	if !r.Ready() || !maps.Equal(r.RefusedPolicies(), map[string]bool{"bad": true}) {
+		t.Errorf("after a refused change: Ready %v, refused %v", r.Ready(), r.RefusedPolicies())
+	}
+	if reloads != 3 {
+		t.Errorf("OnReload called %d times, want 3", reloads)
+	}
+}
+
+// TestSkippedFileWarnedOnce: a file whose name cannot be served is reported
+// once, and again only when it changes.
+func TestSkippedFileWarnedOnce(t *testing.T) {
+	dir := t.TempDir()
+	odd := filepath.Join(dir, "bad name.lua")
+	write(t, filepath.Join(dir, "default.lua"), rewriteTo("default"))
+	write(t, odd, rewriteTo("x"))
+	r, _, logs := open(t, Config{Dir: dir})
+	const warning = "policy file skipped"
+	for range 2 {
+		if err := r.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), warning); n != 1 {
+		t.Errorf("warned %d times over three scans, want 1:\n%s", n, logs)
+	}
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(odd, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), warning); n != 2 {
+		t.Errorf("warned %d times after the file changed, want 2:\n%s", n, logs)
 	}
 }
 
@@ -554,5 +647,26 @@ func TestMissingModuleRetried(t *testing.T) {
 	}
 	if d, _ := reply(t, r, "default"); d.Response != "v2" {
 		t.Errorf("after the module appeared: %q", d.Response)
+	}
+}
+
+// TestBrokenCandidateKeepsReady: a candidate that fails to load is logged
+// and counted, but answers no request, so the replica stays ready.
+func TestBrokenCandidateKeepsReady(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.lua"), rewriteTo("a"))
+	write(t, filepath.Join(dir, "a.shadow.lua"), broken)
+	r, l, logs := open(t, Config{Dir: dir})
+	if !r.Ready() || len(r.Refused()) != 0 {
+		t.Errorf("Ready() = %v, Refused() = %v with only the candidate broken", r.Ready(), r.Refused())
+	}
+	if _, ok := r.Candidate("a"); ok {
+		t.Error("the broken candidate is served")
+	}
+	if got := l.take(); !slices.Contains(got, "a:failed") {
+		t.Errorf("loads = %v: the candidate's failure was not counted", got)
+	}
+	if !strings.Contains(logs.String(), "a.shadow.lua:3:") {
+		t.Errorf("the candidate's error is not logged:\n%s", logs)
 	}
 }
