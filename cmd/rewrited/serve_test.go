@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +50,9 @@ func TestServeBundledPolicy(t *testing.T) {
 // the call must complete and the process exit 0.
 func TestServeDrainsOnSIGTERM(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "slow.lua")
-	if err := os.WriteFile(file, []byte(`kumo.on('smtp_server_rewrite_response', function() while true do end end)`), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(`kumo.on('smtp_server_rewrite_response', function(status, response)
+  if response == 'in flight' then print('evaluating the call in flight') while true do end end
+end)`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := rewritedtest.Start(t, "--policy", file, "--eval-timeout", "1s")
@@ -69,7 +72,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 		resp, err := client.RewriteResponse(ctx, &rewritev1.RewriteResponseRequest{Status: 250, Response: "in flight"})
 		done <- result{resp, err}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	eventually(t, "the call is being evaluated", func() bool { return strings.Contains(p.Logs(), "evaluating the call in flight") })
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
