@@ -173,7 +173,9 @@ func (s *stall) sent() []string {
 	return append([]string(nil), s.texts...)
 }
 
-func numberedReply(n int) Reply { return Reply{Status: 250, Text: fmt.Sprintf("OK %d", n), Command: "DATA"} }
+func numberedReply(n int) Reply {
+	return Reply{Status: 250, Text: fmt.Sprintf("OK %d", n), Command: "DATA"}
+}
 
 // TestHedgeRescuesStalledReplica: calls sent to a replica that never answers
 // are answered by the other one after the hedge delay, and the stalled
