@@ -114,7 +114,7 @@ func New(target string, opts ...Option) (*Client, error) {
 		budget:   cfg.timeout,
 		policy:   cfg.policy,
 		observer: cfg.observer,
-		fleet:    newFleet(cfg.ejectAfter, cfg.ejectFor, cfg.ejectMaxShare, cfg.fleetObserver),
+		fleet:    newFleet(cfg.ejectAfter, cfg.timeout/2, cfg.ejectFor, cfg.ejectMaxShare, cfg.fleetObserver),
 	}
 	if cfg.hedgeBudget > 0 {
 		c.hedger = newHedger(cfg.hedgeDelay, cfg.hedgeFloor, cfg.timeout, cfg.hedgeBudget)

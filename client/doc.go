@@ -83,10 +83,12 @@
 //
 // A replica whose calls fail 5 times in a row (DefaultEjectAfter: timeouts,
 // Unavailable, or calls outrun by a hedge; not load shedding nor the
-// caller's cancellations) is ejected: it gets no calls for a second
+// caller's cancellations), over at least half the budget (a busy host
+// that stalls a replica for a few milliseconds makes all its calls in
+// flight lose to hedges at once), is ejected: it gets no calls for a second
 // (DefaultEjectFor); then one call probes it. An answered probe returns it
 // to the rotation; a failed one ejects it again for twice as long, up to
-// 16 times DefaultEjectFor. At most half of the ready replicas
+// 4 times DefaultEjectFor. At most half of the ready replicas
 // (DefaultEjectMaxShare, and always one of two or more) are ejected at
 // once; a lone replica never is. With hedging the calls that find the
 // stalled replica before its ejection, and its probes, are answered by

@@ -176,11 +176,14 @@ type FleetEvent struct {
 }
 
 // fleet tracks the health of each replica a Client calls, for outlier
-// ejection: a replica whose calls fail ejectAfter times in a row is skipped
-// for ejectFor, doubling with each ejection that follows a failed probe,
-// and never more than maxShare of the ready replicas are ejected at once.
+// ejection: a replica whose calls fail ejectAfter times in a row, over at
+// least minStreak, is skipped for ejectFor, doubling with each ejection that
+// follows a failed probe, and never more than maxShare of the ready
+// replicas are ejected at once. minStreak spares a replica that a busy host
+// stalls for a few milliseconds, whose calls in flight all lose to hedges.
 type fleet struct {
 	ejectAfter int
+	minStreak  time.Duration
 	ejectFor   time.Duration
 	maxShare   float64
 	observer   func(FleetEvent)
@@ -192,6 +195,7 @@ type fleet struct {
 
 type replicaHealth struct {
 	failures  int       // failed calls in a row
+	since     time.Time // when the first of them failed
 	ejections int       // ejections since it last answered a probe
 	ejected   bool      // from its ejection until a probe is answered
 	until     time.Time // end of the current ejection
@@ -199,10 +203,10 @@ type replicaHealth struct {
 }
 
 // maxEjectionDoublings bounds how often a replica's ejection time doubles.
-const maxEjectionDoublings = 4
+const maxEjectionDoublings = 2
 
-func newFleet(ejectAfter int, ejectFor time.Duration, maxShare float64, observer func(FleetEvent)) *fleet {
-	return &fleet{ejectAfter: ejectAfter, ejectFor: ejectFor, maxShare: maxShare, observer: observer,
+func newFleet(ejectAfter int, minStreak, ejectFor time.Duration, maxShare float64, observer func(FleetEvent)) *fleet {
+	return &fleet{ejectAfter: ejectAfter, minStreak: minStreak, ejectFor: ejectFor, maxShare: maxShare, observer: observer,
 		replicas: map[string]*replicaHealth{}}
 }
 
@@ -289,12 +293,16 @@ func (f *fleet) report(addr string, a *attempt, err error, p *fleetPicker) {
 			ev = FleetEvent{Kind: ReplicaReturned, Replica: addr}
 		}
 	case failed:
+		now := time.Now()
+		if h.failures == 0 {
+			h.since = now
+		}
 		h.failures++
 		switch {
 		case probe:
 			h.probing = false
 			ev = f.ejectLocked(addr, h)
-		case !h.ejected && h.failures >= f.ejectAfter && f.mayEjectLocked(p):
+		case !h.ejected && h.failures >= f.ejectAfter && now.Sub(h.since) >= f.minStreak && f.mayEjectLocked(p):
 			h.ejected = true
 			f.ejected.Add(1)
 			ev = f.ejectLocked(addr, h)

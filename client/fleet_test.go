@@ -26,34 +26,39 @@ func TestEjection(t *testing.T) {
 		want    FleetEventKind // 0: no event
 	}
 	tests := []struct {
-		name  string
-		ready []string
-		steps []step
+		name      string
+		minStreak time.Duration
+		ready     []string
+		steps     []step
 	}{
-		{"five failures in a row eject", []string{"a", "b", "c"}, []step{
+		{"five failures in a row eject", 0, []string{"a", "b", "c"}, []step{
 			{"a", timeout, false, 0}, {"a", unavailable, false, 0}, {"a", timeout, false, 0}, {"a", caller, true, 0},
 			{"a", timeout, false, ReplicaEjected},
 		}},
-		{"an answer resets the count", []string{"a", "b"}, []step{
+		{"an answer resets the count", 0, []string{"a", "b"}, []step{
 			{"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0},
 			{"a", nil, false, 0},
 			{"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0},
 			{"a", timeout, false, ReplicaEjected},
 		}},
-		{"the caller giving up and load shedding say nothing", []string{"a", "b"}, []step{
+		{"the caller giving up and load shedding say nothing", 0, []string{"a", "b"}, []step{
 			{"a", timeout, false, 0}, {"a", caller, false, 0}, {"a", status.Error(codes.ResourceExhausted, "shed"), false, 0},
 			{"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0},
 			{"a", timeout, false, ReplicaEjected},
 		}},
-		{"an unknown policy is an answer", []string{"a", "b"}, []step{
+		{"an unknown policy is an answer", 0, []string{"a", "b"}, []step{
 			{"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0},
 			{"a", status.Error(codes.NotFound, "no policy"), false, 0}, {"a", timeout, false, 0},
 		}},
-		{"a lone replica is never ejected", []string{"a"}, []step{
+		{"a lone replica is never ejected", 0, []string{"a"}, []step{
 			{"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0},
 			{"a", timeout, false, 0}, {"a", timeout, false, 0},
 		}},
-		{"at most half of the ready replicas", []string{"a", "b", "c"}, []step{
+		{"failures within a short stall do not eject", time.Hour, []string{"a", "b"}, []step{
+			{"a", caller, true, 0}, {"a", caller, true, 0}, {"a", caller, true, 0}, {"a", caller, true, 0},
+			{"a", caller, true, 0}, {"a", caller, true, 0}, {"a", timeout, false, 0},
+		}},
+		{"at most half of the ready replicas", 0, []string{"a", "b", "c"}, []step{
 			{"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0}, {"a", timeout, false, 0},
 			{"a", timeout, false, ReplicaEjected},
 			{"b", timeout, false, 0}, {"b", timeout, false, 0}, {"b", timeout, false, 0}, {"b", timeout, false, 0},
@@ -63,7 +68,7 @@ func TestEjection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var events []FleetEvent
-			f := newFleet(DefaultEjectAfter, time.Hour, DefaultEjectMaxShare, func(ev FleetEvent) { events = append(events, ev) })
+			f := newFleet(DefaultEjectAfter, tt.minStreak, time.Hour, DefaultEjectMaxShare, func(ev FleetEvent) { events = append(events, ev) })
 			p := &fleetPicker{}
 			for _, addr := range tt.ready {
 				p.ready = append(p.ready, readyReplica{addr: addr})
@@ -93,7 +98,7 @@ func TestEjection(t *testing.T) {
 // one returns it.
 func TestEjectionProbe(t *testing.T) {
 	var events []FleetEvent
-	f := newFleet(2, time.Hour, 0.5, func(ev FleetEvent) { events = append(events, ev) })
+	f := newFleet(2, 0, time.Hour, 0.5, func(ev FleetEvent) { events = append(events, ev) })
 	p := &fleetPicker{ready: []readyReplica{{addr: "a"}, {addr: "b"}}}
 	timeout := status.Error(codes.DeadlineExceeded, "slow")
 	fail := func() {

@@ -19,9 +19,10 @@ const (
 	DefaultHedgeBudget = 0.1
 	DefaultHedgeFloor  = 5 * time.Millisecond
 
-	// Outlier ejection: 5 failures in a row eject a replica for 1s (doubled
-	// after each failed probe, up to 16s), and at most half of the ready
-	// replicas (one of two or three) are ejected at once.
+	// Outlier ejection: 5 failures in a row, over at least half the budget,
+	// eject a replica for 1s (doubled after each failed probe, up to 4s), and
+	// at most half of the ready replicas (one of two or three) are ejected
+	// at once.
 	DefaultEjectAfter    = 5
 	DefaultEjectFor      = time.Second
 	DefaultEjectMaxShare = 0.5
@@ -137,9 +138,10 @@ func WithHedgeBudget(share float64) Option { return func(c *config) { c.hedgeBud
 func WithHedgeDelay(d time.Duration) Option { return func(c *config) { c.hedgeDelay = d } }
 
 // WithEjection sets outlier ejection: a replica whose calls fail after
-// times in a row (timeouts, Unavailable, or outrun by a hedge) gets no calls
-// for d, then one probe call; a failed probe ejects it again for twice as
-// long (up to 16 d). At most maxShare of the ready replicas are ejected at
+// times in a row (timeouts, Unavailable, or outrun by a hedge), the first
+// and the last at least half the budget apart, gets no calls for d, then
+// one probe call; a failed probe ejects it again for twice as long (up to
+// 4 d). At most maxShare of the ready replicas are ejected at
 // once (always one of two or more). after 0 disables ejection. Default: 5,
 // 1s, 0.5.
 func WithEjection(after int, d time.Duration, maxShare float64) Option {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/rewrited/rewrited/internal/rewritedtest"
 	"github.com/rewrited/rewrited/service/policy"
-	"github.com/rewrited/rewrited/test/reliability/knownbug"
 	"github.com/rewrited/rewrited/test/reliability/load"
 	"github.com/rewrited/rewrited/test/reliability/record"
 )
@@ -149,9 +148,6 @@ func TestFleetFaults(t *testing.T) {
 	})
 	t.Run("paused replica is routed around", func(t *testing.T) {
 		if n := lastPausedSecond.Fallbacks(); n > lastPausedSecond.Calls/20 {
-			rec.Bug = strings.TrimPrefix(rec.Bug+", R8", ", ")
-			knownbug.Skip(t, fmt.Sprintf("R8: round_robin keeps picking a paused replica until keepalive drops it (about 35s): %d of %d calls fell back in the last second of a %v pause",
-				n, lastPausedSecond.Calls, resumeAt-pauseAt))
 			t.Errorf("%d of %d calls fell back in the last second of the pause", n, lastPausedSecond.Calls)
 		}
 	})
