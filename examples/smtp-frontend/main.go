@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rewrited/rewrited/client"
 )
@@ -37,6 +40,7 @@ func run(args []string) error {
 	hostname := fs.String("hostname", host, "this server's name, for the banner and conn_meta")
 	reject := fs.String("reject-domain", "", "comma-separated domains whose senders and recipients are refused")
 	maxBytes := fs.Int64("max-bytes", 25<<20, "largest message accepted")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus /metrics on this address (empty: off)")
 	verbose := fs.Bool("v", false, "log every reply")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -56,11 +60,25 @@ func run(args []string) error {
 			return err
 		}
 	}
-	rw, err := client.New(*target, client.WithTimeout(*timeout), client.WithPolicy(*policy))
+	reg := prometheus.NewRegistry()
+	metrics := newFrontendMetrics(reg)
+	rw, err := client.New(*target, append(metrics.options(), client.WithTimeout(*timeout), client.WithPolicy(*policy))...)
 	if err != nil {
 		return err
 	}
 	defer rw.Close()
+	if *metricsListen != "" {
+		ml, err := net.Listen("tcp", *metricsListen)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = msrv.Serve(ml) }()
+		defer msrv.Close()
+		logger.Info("metrics", "addr", ml.Addr().String())
+	}
 
 	var domains []string
 	for _, d := range strings.Split(*reject, ",") {
