@@ -115,7 +115,7 @@ func TestStalledReplica(t *testing.T) {
 	rec.P99ms, rec.MaxMs = all.AcceptedP99ms, all.MaxMs
 	rec.Detail = fmt.Sprintf("healthy: %.1f%% extra requests from hedging, p99 %.1f ms; paused %v: %d of %d calls fell back (%.2f%%), p99 %.1f ms, %.1f%% hedged; "+
 		"killed and restarted: %d fell back before the reconnect, %d of %d after; %d hedges in all (budget %d)",
-		pct(healthy.Hedged, healthy.Calls), healthy.P99ms, resumeAt-pauseAt, pausedRun.Fallbacks(), pausedRun.Calls, pct(pausedRun.Fallbacks(), pausedRun.Calls),
+		pct(healthy.Hedged, healthy.Calls), healthy.P99ms, (resumeAt - pauseAt).Round(100*time.Millisecond), pausedRun.Fallbacks(), pausedRun.Calls, pct(pausedRun.Fallbacks(), pausedRun.Calls),
 		pausedRun.P99ms, pct(pausedRun.Hedged, pausedRun.Calls), aroundKill.Fallbacks(), afterReconnect.Fallbacks(), afterReconnect.Calls,
 		all.Hedged, hedgeAllowance(all.Calls))
 
