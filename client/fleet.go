@@ -94,7 +94,6 @@ func (p *fleetPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) 
 	}
 	if chosen == nil {
 		if a.avoid != "" {
-			a.noOther.Store(true)
 			return balancer.PickResult{}, errNoOtherReplica
 		}
 		// Every ready replica is ejected or probing: any of them beats failing the call.
@@ -124,7 +123,6 @@ type attempt struct {
 	avoid   string                 // a hedge's primary replica, never picked for it
 	replica atomic.Pointer[string] // the replica picked, once picked
 	probe   atomic.Bool            // this attempt probes an ejected replica
-	noOther atomic.Bool            // a hedge found no replica to go to
 	outrun  atomic.Bool            // cancelled because another replica answered first
 }
 

@@ -167,6 +167,7 @@ type race struct {
 	req     *rewritev1.RewriteResponseRequest
 	primary *attempt
 	cancel  context.CancelFunc // the primary's
+	timer   *time.Timer        // launches the hedge
 
 	mu          sync.Mutex
 	primaryDone bool
@@ -189,7 +190,10 @@ func (c *Client) exchange(ctx context.Context, req *rewritev1.RewriteResponseReq
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := &race{c: c, ctx: ctx, req: req, primary: primary, cancel: cancel}
-	timer := time.AfterFunc(c.hedger.delay(), func() { r.launch(false) })
+	r.mu.Lock() // launch reads r.timer
+	r.timer = time.AfterFunc(c.hedger.delay(), func() { r.launch(false) })
+	r.mu.Unlock()
+	timer := r.timer
 	start := time.Now()
 	resp, err := c.rpc.RewriteResponse(withAttempt(pctx, primary), req)
 	out := exchange{resp: resp, err: err, replica: primary.replicaOf()}
@@ -207,7 +211,7 @@ func (c *Client) exchange(ctx context.Context, req *rewritev1.RewriteResponseReq
 		if hedge != nil {
 			hedge.outrun.Store(true)
 			r.hedgeCancel()
-			out.hedged = !hedge.noOther.Load()
+			out.hedged = hedge.replicaOf() != ""
 		}
 		return out
 	case hedge != nil && !ended:
@@ -224,14 +228,26 @@ func (c *Client) exchange(ctx context.Context, req *rewritev1.RewriteResponseReq
 }
 
 // launch sends the hedge unless the primary has ended (or, with
-// afterPrimary, because it has failed), the budget is spent, or there is no
-// other replica (or the primary has not been sent yet); it returns the
+// afterPrimary, because it has failed), the primary has not been sent yet,
+// the budget is spent, or there is no other replica; it returns the
 // hedge's outcome.
 func (r *race) launch(afterPrimary bool) exchange {
 	avoid := r.primary.replicaOf()
 	r.mu.Lock()
-	// A primary not yet sent waits for a connection: a hedge would wait too.
-	if r.primaryDone && !afterPrimary || avoid == "" || !r.c.hedger.tokens.take() {
+	if r.primaryDone && !afterPrimary {
+		r.mu.Unlock()
+		return exchange{}
+	}
+	if avoid == "" {
+		// The primary has not been sent yet: it waits for a connection, or
+		// for a busy machine to run it. Look again after another delay.
+		if !afterPrimary {
+			r.timer.Reset(r.c.hedger.delay())
+		}
+		r.mu.Unlock()
+		return exchange{}
+	}
+	if !r.c.hedger.tokens.take() {
 		r.mu.Unlock()
 		return exchange{}
 	}
@@ -243,7 +259,10 @@ func (r *race) launch(afterPrimary bool) exchange {
 
 	start := time.Now()
 	resp, err := r.c.rpc.RewriteResponse(withAttempt(hctx, h), r.req)
-	out := exchange{resp: resp, err: err, replica: h.replicaOf(), hedged: !h.noOther.Load()}
+	// A hedge that found no other replica, or was cancelled before it found
+	// one, was never sent: it is no hedge and costs no token.
+	out := exchange{resp: resp, err: err, replica: h.replicaOf()}
+	out.hedged = out.replica != ""
 	if !out.hedged {
 		r.c.hedger.tokens.refund()
 	}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/rewrited/rewrited/examples/policies"
+	"github.com/rewrited/rewrited/internal/telemetry"
 	"github.com/rewrited/rewrited/service/decisionlog"
 	"github.com/rewrited/rewrited/service/metrics"
 	"github.com/rewrited/rewrited/service/policy"
@@ -231,6 +232,12 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	tracing, err := telemetry.FromEnv(context.Background(), "rewrited")
+	if err != nil {
+		return err
+	}
+	defer flushTraces(tracing, logger)
+	sc.Options = append(sc.Options, tracing.ServerOptions()...)
 	obs := observers{m}
 	if cfg.decisionSample > 0 || cfg.shadowSample > 0 {
 		obs = append(obs, decisionlog.New(logger, cfg.decisionSample, cfg.shadowSample))
@@ -271,6 +278,15 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 			drain(srv, metricsSrv, cfg.drainTimeout, sig, logger)
 			return nil
 		}
+	}
+}
+
+// flushTraces exports the spans still buffered before the process exits.
+func flushTraces(tracing *telemetry.Tracing, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tracing.Shutdown(ctx); err != nil {
+		logger.Warn("traces not flushed", "error", err.Error())
 	}
 }
 

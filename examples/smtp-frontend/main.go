@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rewrited/rewrited/client"
+	"github.com/rewrited/rewrited/internal/telemetry"
 )
 
 func main() {
@@ -60,9 +61,15 @@ func run(args []string) error {
 			return err
 		}
 	}
+	tracing, err := telemetry.FromEnv(context.Background(), "smtp-frontend")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tracing.Shutdown(context.Background()) }()
 	reg := prometheus.NewRegistry()
 	metrics := newFrontendMetrics(reg)
-	rw, err := client.New(*target, append(metrics.options(), client.WithTimeout(*timeout), client.WithPolicy(*policy))...)
+	rw, err := client.New(*target, append(metrics.options(), client.WithTimeout(*timeout), client.WithPolicy(*policy),
+		client.WithDialOptions(tracing.DialOptions()...))...)
 	if err != nil {
 		return err
 	}
@@ -88,6 +95,7 @@ func run(args []string) error {
 	}
 	srv := newServer(rw, frontendConfig{
 		Hostname: *hostname, StoreDir: *store, RejectDomains: domains, MaxBytes: *maxBytes, Logger: logger,
+		Tracer: tracing.Tracer("smtp-frontend"),
 	})
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
