@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -34,28 +33,14 @@ func TestStalledReplica(t *testing.T) {
 	rec := record.New(t, "fleet", "3 replicas, client defaults (hedging, ejection): SIGSTOP one under load, then SIGKILL and restart another")
 	dir := t.TempDir()
 	writePolicy(t, dir, "default.lua", rewriteDATA)
-	var procs [3]*rewritedtest.Proc
-	var addrs []string
-	for i := range procs {
-		procs[i] = rewritedtest.Start(t, "--policy-dir", dir, "--eval-timeout", "250ms")
-		addrs = append(addrs, procs[i].Addr)
-	}
+	procs, target := startFleet(t, dir)
 	paused, killed := procs[1], procs[2]
 
 	attempts := &attemptLog{}
 	fleet := &fleetLog{}
-	c := newClient(t, strings.Join(addrs, ","), client.WithFleetObserver(fleet.add),
-		client.WithDialOptions(grpc.WithStatsHandler(attempts)))
+	c := newClient(t, target, client.WithFleetObserver(fleet.add), client.WithDialOptions(grpc.WithStatsHandler(attempts)))
 	warmUp(t, c)
-
-	calls := load.NewRecorder()
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { calls.Drive(ctx, c, workers, 2*time.Millisecond) })
-	t.Cleanup(func() {
-		stop()
-		wg.Wait()
-	})
+	calls, stop := drive(t, c, workers)
 	at := func(d time.Duration) { time.Sleep(d - calls.Since()) }
 	// waitFor polls the calls made so far until one satisfies ok.
 	waitFor := func(what string, from time.Duration, ok func(load.Event) bool) time.Duration {
@@ -94,7 +79,6 @@ func TestStalledReplica(t *testing.T) {
 	at(reconnectAt + 2*time.Second)
 	end := calls.Since()
 	stop()
-	wg.Wait()
 	events := calls.Events()
 
 	all := load.Summarize(events, 0, end+time.Minute, budget+slack)
