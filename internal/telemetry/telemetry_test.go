@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy"
@@ -61,26 +62,7 @@ func TestExporterFromEnv(t *testing.T) {
 func TestServerSpanContinuesTheCallersTrace(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tr := New(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
-	src := []byte(`kumo.on('smtp_server_rewrite_response', function(status, response)
-  return status, 'traced ' .. response
-end)`)
-	p, _, err := policy.Compile("traced.lua", src, policy.Options{PoolSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	srv := server.New(rewrite.New(rewrite.Static{"default": p}), server.Config{Logger: slog.New(slog.DiscardHandler), Options: tr.ServerOptions()})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.GRPC.Serve(lis) }()
-	t.Cleanup(srv.GRPC.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	p, conn := startTraced(t, tr)
 
 	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -91,18 +73,23 @@ end)`)
 		t.Fatalf("call: %v, %v", resp, err)
 	}
 
-	srv.GRPC.Stop() // the server span ends once the call is fully done
+	// The server span ends just after the answer is sent.
 	var call, eval sdktrace.ReadOnlySpan
-	for _, s := range rec.Ended() {
-		switch s.Name() {
-		case "rewrite.v1.RewriteService/RewriteResponse":
-			call = s
-		case "rewrited.policy.evaluate":
-			eval = s
+	for deadline := time.Now().Add(10 * time.Second); call == nil; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("spans %v: want the call's and the evaluation's", names(rec.Ended()))
+		}
+		for _, s := range rec.Ended() {
+			switch s.Name() {
+			case "rewrite.v1.RewriteService/RewriteResponse":
+				call = s
+			case "rewrited.policy.evaluate":
+				eval = s
+			}
 		}
 	}
-	if call == nil || eval == nil {
-		t.Fatalf("spans %v: want the call's and the evaluation's", names(rec.Ended()))
+	if eval == nil {
+		t.Fatalf("spans %v: no evaluation span", names(rec.Ended()))
 	}
 	if call.SpanKind() != trace.SpanKindServer || call.SpanContext().TraceID().String() != traceID || call.Parent().SpanID().String() != parentID {
 		t.Errorf("server span %v in trace %s with parent %s: want a server span in trace %s under %s",
@@ -138,4 +125,60 @@ func names(spans []sdktrace.ReadOnlySpan) []string {
 		out = append(out, s.Name())
 	}
 	return out
+}
+
+// startTraced serves a policy that rewrites every reply with tracing tr
+// (nil: off) on 127.0.0.1 and returns it with a connection to the server.
+func startTraced(t testing.TB, tr *Tracing) (*policy.Policy, *grpc.ClientConn) {
+	t.Helper()
+	src := []byte(`kumo.on('smtp_server_rewrite_response', function(status, response)
+  return status, 'traced ' .. response
+end)`)
+	p, _, err := policy.Compile("traced.lua", src, policy.Options{PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	srv := server.New(rewrite.New(rewrite.Static{"default": p}), server.Config{Logger: slog.New(slog.DiscardHandler), Options: tr.ServerOptions()})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.GRPC.Serve(lis) }()
+	t.Cleanup(srv.GRPC.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return p, conn
+}
+
+// BenchmarkRewriteTraced measures a RewriteResponse round trip (client and
+// server in this process) with tracing off, and on with 1% and 100% of the
+// calls sampled and their spans batched to an exporter that drops them.
+func BenchmarkRewriteTraced(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		sampler sdktrace.Sampler
+	}{{"off", nil}, {"sampled-1%", sdktrace.TraceIDRatioBased(0.01)}, {"sampled-100%", sdktrace.AlwaysSample()}} {
+		b.Run(bc.name, func(b *testing.B) {
+			var tr *Tracing
+			if bc.sampler != nil {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(bc.sampler), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+				b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+				tr = New(tp)
+			}
+			_, conn := startTraced(b, tr)
+			rpc := rewritev1.NewRewriteServiceClient(conn)
+			req := &rewritev1.RewriteResponseRequest{Status: 250, Response: "OK", Command: proto.String("DATA")}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := rpc.RewriteResponse(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
