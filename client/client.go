@@ -34,6 +34,8 @@ type Client struct {
 	policy   string
 	breaker  *gobreaker.TwoStepCircuitBreaker[struct{}]
 	observer func(Result, time.Duration)
+	fleet    *fleet
+	hedger   *hedger // nil: no hedging
 	closed   atomic.Bool
 }
 
@@ -44,12 +46,18 @@ const listScheme = "rewrited-list"
 // made by the first Rewrite, within its budget, so starting a frontend never
 // waits on rewrited. target is any gRPC target ("host:port",
 // "dns:///rewrited.internal:7070", ...) or a comma-separated list of
-// host:port addresses; calls are spread over every address with round_robin.
+// host:port addresses; calls are spread over every address in turn, with
+// hedging and outlier ejection (see the package doc).
 func New(target string, opts ...Option) (*Client, error) {
 	cfg := config{
 		timeout:          DefaultTimeout,
 		breakerThreshold: DefaultBreakerThreshold,
 		breakerOpenFor:   DefaultBreakerOpenFor,
+		hedgeBudget:      DefaultHedgeBudget,
+		hedgeFloor:       DefaultHedgeFloor,
+		ejectAfter:       DefaultEjectAfter,
+		ejectFor:         DefaultEjectFor,
+		ejectMaxShare:    DefaultEjectMaxShare,
 	}
 	for _, o := range opts {
 		o(&cfg)
@@ -59,6 +67,12 @@ func New(target string, opts ...Option) (*Client, error) {
 	}
 	if cfg.breakerThreshold < 0 || (cfg.breakerThreshold > 0 && cfg.breakerOpenFor <= 0) {
 		return nil, fmt.Errorf("client: invalid breaker settings: threshold %d, open for %v", cfg.breakerThreshold, cfg.breakerOpenFor)
+	}
+	if cfg.hedgeDelay < 0 || cfg.hedgeBudget < 0 || cfg.hedgeBudget > 1 {
+		return nil, fmt.Errorf("client: invalid hedging settings: delay %v, budget %v (want a delay >= 0 and a budget in [0, 1])", cfg.hedgeDelay, cfg.hedgeBudget)
+	}
+	if cfg.ejectAfter < 0 || (cfg.ejectAfter > 0 && (cfg.ejectFor <= 0 || cfg.ejectMaxShare <= 0 || cfg.ejectMaxShare > 1)) {
+		return nil, fmt.Errorf("client: invalid ejection settings: after %d failures, for %v, at most %v of the fleet", cfg.ejectAfter, cfg.ejectFor, cfg.ejectMaxShare)
 	}
 
 	dial := []grpc.DialOption{
@@ -100,6 +114,10 @@ func New(target string, opts ...Option) (*Client, error) {
 		budget:   cfg.timeout,
 		policy:   cfg.policy,
 		observer: cfg.observer,
+		fleet:    newFleet(cfg.ejectAfter, cfg.timeout/2, cfg.ejectFor, cfg.ejectMaxShare, cfg.fleetObserver),
+	}
+	if cfg.hedgeBudget > 0 {
+		c.hedger = newHedger(cfg.hedgeDelay, cfg.hedgeFloor, cfg.timeout, cfg.hedgeBudget)
 	}
 	if cfg.breakerThreshold > 0 {
 		threshold := uint32(cfg.breakerThreshold)
@@ -244,27 +262,36 @@ func (c *Client) call(ctx context.Context, r Reply, meta map[string]any) (Result
 	}
 
 	start := time.Now()
-	resp, err := c.rpc.RewriteResponse(cctx, req)
-	if err != nil {
-		if errors.Is(ctx.Err(), context.Canceled) {
-			// The caller gave up; a deadline, the caller's or ours, still counts as a timeout
-			// so that frontends passing short deadlines can trip the breaker.
-			return keep(r, fmt.Errorf("%w: %w: %w", ErrCallerDone, context.Canceled, err)), errNotCounted
-		}
-		switch status.Code(err) {
-		case codes.DeadlineExceeded:
-			return keep(r, fmt.Errorf("%w after %v: %w", ErrTimeout, time.Since(start).Round(time.Millisecond), err)), err
-		case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
-			codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented, codes.Unauthenticated:
-			// rewrited answered: a caller or configuration error, not an outage.
-			return keep(r, fmt.Errorf("%w: %w", ErrRPC, err)), nil
-		default:
-			// Unavailable, ResourceExhausted, Internal, Unknown, Aborted,
-			// DataLoss and transport errors: the fleet is in trouble.
-			return keep(r, fmt.Errorf("%w: %w", ErrRPC, err)), err
-		}
+	ex := c.exchange(cctx, req)
+	res, verdict := c.result(ctx, r, ex, start)
+	res.Hedged = ex.hedged
+	return res, verdict
+}
+
+// result turns an exchange into the call's Result and what the breaker records.
+func (c *Client) result(ctx context.Context, r Reply, ex exchange, start time.Time) (Result, error) {
+	err := ex.err
+	if err == nil {
+		res := answer(r, ex.resp)
+		res.Replica = ex.replica
+		return res, nil
 	}
-	return answer(r, resp), nil
+	if errors.Is(ctx.Err(), context.Canceled) {
+		// The caller gave up; a deadline, the caller's or ours, still counts as a timeout
+		// so that frontends passing short deadlines can trip the breaker.
+		return keep(r, fmt.Errorf("%w: %w: %w", ErrCallerDone, context.Canceled, err)), errNotCounted
+	}
+	switch {
+	case status.Code(err) == codes.DeadlineExceeded:
+		return keep(r, fmt.Errorf("%w after %v: %w", ErrTimeout, time.Since(start).Round(time.Millisecond), err)), err
+	case isAnswer(err):
+		// rewrited answered: a caller or configuration error, not an outage.
+		return keep(r, fmt.Errorf("%w: %w", ErrRPC, err)), nil
+	default:
+		// Unavailable, ResourceExhausted, Internal, Unknown, Aborted,
+		// DataLoss and transport errors: the fleet is in trouble.
+		return keep(r, fmt.Errorf("%w: %w", ErrRPC, err)), err
+	}
 }
 
 // answer turns rewrited's response into a Result, keeping r unless the

@@ -52,21 +52,57 @@
 // # Fleets
 //
 // The target is any gRPC target. With "dns:///rewrited.internal:7070" every
-// A/AAAA record is a replica and calls are spread with round_robin, which
-// only picks replicas with a ready connection: a replica that goes away costs
-// at most the calls in flight on it. gRPC re-resolves the name on any
+// A/AAAA record is a replica and calls go to the ready replicas in turn (the
+// client's own load-balancing policy: grpc-go's round_robin, whose picker
+// also steers hedges and skips ejected replicas). A replica that goes away
+// costs at most the calls in flight on it. gRPC re-resolves the name on any
 // connection loss (at most every 30s), and rewrited closes connections after
 // a maximum age of 5 minutes, so new replicas are picked up within minutes
 // without a frontend restart. A comma-separated list
 // ("10.0.0.1:7070,10.0.0.2:7070") is served by a static resolver, for tests
 // and small fixed fleets.
 //
+// # Hedging
+//
+// A replica can stall without closing its connection (a long GC pause, a
+// frozen VM, a half-dead host). A call that has no answer after the hedge
+// delay sends the same request to another replica; the first answer wins
+// and the other request is cancelled. A call whose replica fails it with
+// Unavailable before that is sent to another replica at once. The delay
+// adapts: it is the 98th percentile of the latency of recent answers (each
+// window closes after a second with at least 50 answers), at least 5ms
+// (DefaultHedgeFloor) and at most half the budget; WithHedgeDelay fixes it
+// instead. Hedges are bounded by a budget in the manner of gRPC's retry
+// throttling: every call earns a tenth of a token (WithHedgeBudget,
+// DefaultHedgeBudget), every hedge spends one, the bucket holds 20; so a
+// slowdown of the whole fleet adds at most a tenth to its load, after a
+// burst of 20. Result.Hedged tells which calls sent a second request and
+// Result.Replica which replica answered.
+//
+// # Outlier ejection
+//
+// A replica whose calls fail 5 times in a row (DefaultEjectAfter: timeouts,
+// Unavailable, or calls outrun by a hedge; not load shedding nor the
+// caller's cancellations), over at least half the budget (a busy host
+// that stalls a replica for a few milliseconds makes all its calls in
+// flight lose to hedges at once), is ejected: it gets no calls for a second
+// (DefaultEjectFor); then one call probes it. An answered probe returns it
+// to the rotation; a failed one ejects it again for twice as long, up to
+// 4 times DefaultEjectFor. At most half of the ready replicas
+// (DefaultEjectMaxShare, and always one of two or more) are ejected at
+// once; a lone replica never is. With hedging the calls that find the
+// stalled replica before its ejection, and its probes, are answered by
+// another replica. WithEjection changes the settings; WithFleetObserver
+// reports ejections and returns.
+//
 // Connections send keepalive pings after 10s without activity while calls are
 // in flight (2s ack timeout, none when idle), compatible with rewrited's
 // enforcement policy (minimum ping interval 5s): a replica that stops
-// answering without closing its connections (paused, partitioned) is dropped
-// within about 12s, its calls timing out until then. WithDialOptions can
-// override this and any other dial setting.
+// answering without closing its connections (paused, partitioned) is
+// dropped within about 12s, long after ejection has stopped sending it
+// calls. WithDialOptions can override this and any other dial setting;
+// a load-balancing policy set there replaces the client's, and with it
+// ejection and the choice of another replica for a hedge.
 //
 // The breaker opens when the fleet as a whole fails: 5 failures in a row
 // (WithBreaker) and nine in ten calls of the last second. One replica dying
@@ -81,5 +117,7 @@
 // WithTLS unless WithInsecureBearer is also given.
 //
 // The package imports neither Lua nor a metrics library: WithObserver
-// reports every Result and its duration to the frontend's own metrics.
+// reports every Result (with Hedged and Replica) and its duration, and
+// WithFleetObserver every ejection and return, to the frontend's own
+// metrics.
 package client

@@ -14,6 +14,19 @@ const (
 	DefaultBreakerThreshold = 5
 	DefaultBreakerOpenFor   = time.Second
 
+	// Hedging: at most a tenth of the calls send a second request over
+	// time, never earlier than 5ms into the call.
+	DefaultHedgeBudget = 0.1
+	DefaultHedgeFloor  = 5 * time.Millisecond
+
+	// Outlier ejection: 5 failures in a row, over at least half the budget,
+	// eject a replica for 1s (doubled after each failed probe, up to 4s), and
+	// at most half of the ready replicas (one of two or three) are ejected
+	// at once.
+	DefaultEjectAfter    = 5
+	DefaultEjectFor      = time.Second
+	DefaultEjectMaxShare = 0.5
+
 	// Client keepalive: ping after 10s without reads while calls are in
 	// flight and give up 2s later, so a replica that stops answering without
 	// closing its connections (paused, partitioned) leaves round_robin's
@@ -27,9 +40,10 @@ const (
 	// burst from one replica out of several.
 	breakerWindow = time.Second
 
-	// round_robin spreads calls over every resolved address; grpc's default,
-	// pick_first, would send everything to one replica.
-	defaultServiceConfig = `{"loadBalancingConfig":[{"round_robin":{}}]}`
+	// Spread calls over every resolved address (grpc's default, pick_first,
+	// would send everything to one replica), steering hedges and skipping
+	// ejected replicas.
+	defaultServiceConfig = `{"loadBalancingConfig":[{"` + balancerName + `":{}}]}`
 )
 
 // Option configures a Client.
@@ -45,7 +59,14 @@ type config struct {
 	breakerThreshold int
 	breakerOpenFor   time.Duration
 	observer         func(Result, time.Duration)
+	fleetObserver    func(FleetEvent)
 	dialOptions      []grpc.DialOption
+	hedgeDelay       time.Duration
+	hedgeFloor       time.Duration
+	hedgeBudget      float64
+	ejectAfter       int
+	ejectFor         time.Duration
+	ejectMaxShare    float64
 }
 
 // WithTimeout sets the whole budget of one Rewrite call, connection setup
@@ -96,6 +117,35 @@ func WithBreaker(threshold int, openFor time.Duration) Option {
 // is recovered.
 func WithObserver(fn func(Result, time.Duration)) Option {
 	return func(c *config) { c.observer = fn }
+}
+
+// WithFleetObserver calls fn when a replica is ejected and when it returns
+// (see FleetEvent), for metrics and logs. fn runs on the goroutine of the
+// call that caused the event and must not block; a panic in it is
+// recovered.
+func WithFleetObserver(fn func(FleetEvent)) Option {
+	return func(c *config) { c.fleetObserver = fn }
+}
+
+// WithHedgeBudget sets the share of calls that may send a second request
+// to another replica (default 0.1: one hedge per ten calls over time, plus
+// a burst of 20); 0 disables hedging.
+func WithHedgeBudget(share float64) Option { return func(c *config) { c.hedgeBudget = share } }
+
+// WithHedgeDelay makes a call hedge after d without an answer, instead of
+// after the adaptive delay (the 98th percentile of recent answers' latency,
+// at least 5ms, at most half the budget).
+func WithHedgeDelay(d time.Duration) Option { return func(c *config) { c.hedgeDelay = d } }
+
+// WithEjection sets outlier ejection: a replica whose calls fail after
+// times in a row (timeouts, Unavailable, or outrun by a hedge), the first
+// and the last at least half the budget apart, gets no calls for d, then
+// one probe call; a failed probe ejects it again for twice as long (up to
+// 4 d). At most maxShare of the ready replicas are ejected at
+// once (always one of two or more). after 0 disables ejection. Default: 5,
+// 1s, 0.5.
+func WithEjection(after int, d time.Duration, maxShare float64) Option {
+	return func(c *config) { c.ejectAfter, c.ejectFor, c.ejectMaxShare = after, d, maxShare }
 }
 
 // WithDialOptions appends grpc.DialOptions after the client's own, so they

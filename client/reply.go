@@ -24,6 +24,8 @@ type Result struct {
 	CloseConnection bool           // the final status is 421: close after writing
 	MetaUpdates     map[string]any // conn_meta:set_meta calls to keep for the connection
 	PolicyVersion   string         // digest of the policy that decided, when one did
+	Replica         string         // address of the replica that answered, when one did
+	Hedged          bool           // a second request went to another replica (see WithHedgeBudget)
 	Err             error          // non-nil when the original was kept because the call failed
 }
 

@@ -22,6 +22,7 @@ import (
 	"gopkg.in/natefinch/lumberjack.v2"
 
 	"github.com/rewrited/rewrited/examples/policies"
+	"github.com/rewrited/rewrited/internal/telemetry"
 	"github.com/rewrited/rewrited/service/decisionlog"
 	"github.com/rewrited/rewrited/service/metrics"
 	"github.com/rewrited/rewrited/service/policy"
@@ -322,6 +323,12 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	tracing, err := telemetry.FromEnv(context.Background(), "rewrited")
+	if err != nil {
+		return err
+	}
+	defer flushTraces(tracing, logger)
+	sc.Options = append(sc.Options, tracing.ServerOptions()...)
 	obs := observers{m}
 	if cfg.decisionSample > 0 || cfg.shadowLogSample > 0 {
 		dl := decisionlog.Config{Logger: logger, Sample: cfg.decisionSample, ShadowSample: cfg.shadowLogSample, FullMeta: cfg.decisionLogMeta == "full"}
@@ -397,6 +404,15 @@ func serve(cfg serveConfig, logger *slog.Logger) error {
 			drain(srv, metricsSrv, cfg.drainTimeout, sig, logger)
 			return nil
 		}
+	}
+}
+
+// flushTraces exports the spans still buffered before the process exits.
+func flushTraces(tracing *telemetry.Tracing, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tracing.Shutdown(ctx); err != nil {
+		logger.Warn("traces not flushed", "error", err.Error())
 	}
 }
 

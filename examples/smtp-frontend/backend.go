@@ -16,6 +16,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/rewrited/rewrited/client"
 )
@@ -27,12 +31,16 @@ type frontendConfig struct {
 	RejectDomains []string // MAIL FROM and RCPT TO addresses at these domains are refused
 	MaxBytes      int64    // the largest message accepted
 	Logger        *slog.Logger
+	Tracer        trace.Tracer // spans of the replies; their context goes with the rewrite calls
 }
 
 // newServer returns a go-smtp server whose replies pass through rw.
 func newServer(rw *client.Client, cfg frontendConfig) *smtp.Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("smtp-frontend")
 	}
 	s := smtp.NewServer(&backend{rw: rw, cfg: cfg})
 	s.Domain = cfg.Hostname
@@ -102,7 +110,14 @@ func (s *session) noteGreeting() {
 // because go-smtp keeps the connection open after any reply a session gives.
 func (s *session) reply(status int, text, command string) error {
 	s.noteGreeting()
-	res := s.be.rw.RewriteConn(context.Background(), client.Reply{Status: status, Text: text, Command: command}, s.meta)
+	ctx, span := s.be.cfg.Tracer.Start(context.Background(), "smtp.reply", trace.WithAttributes(
+		attribute.Int("smtp.status", status), attribute.String("smtp.verb", verb(command))))
+	res := s.be.rw.RewriteConn(ctx, client.Reply{Status: status, Text: text, Command: command}, s.meta)
+	span.SetAttributes(attribute.Bool("rewrited.rewritten", res.Rewritten), attribute.Bool("rewrited.hedged", res.Hedged))
+	if res.Err != nil {
+		span.SetStatus(codes.Error, res.Err.Error())
+	}
+	span.End()
 	s.logResult(res)
 	if res.CloseConnection {
 		nc := s.conn.Conn()
@@ -113,6 +128,13 @@ func (s *session) reply(status int, text, command string) error {
 	// NoEnhancedCode: go-smtp would otherwise prefix an enhanced code that the
 	// policy did not write. Lines are split on "\n", as Reply.Wire does.
 	return &smtp.SMTPError{Code: res.Status, EnhancedCode: smtp.NoEnhancedCode, Message: res.Text}
+}
+
+// verb is the command's verb, what a span may carry of it: the rest holds
+// addresses.
+func verb(command string) string {
+	v, _, _ := strings.Cut(command, " ")
+	return strings.ToUpper(v)
 }
 
 func (s *session) logResult(res client.Result) {

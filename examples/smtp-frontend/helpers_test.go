@@ -181,14 +181,14 @@ type fakeRewrited struct {
 	reqs []*rewritev1.RewriteResponseRequest
 }
 
-func startFakeRewrited(t *testing.T, policy func(*rewritev1.RewriteResponseRequest) *rewritev1.RewriteResponseResponse) *fakeRewrited {
+func startFakeRewrited(t *testing.T, policy func(*rewritev1.RewriteResponseRequest) *rewritev1.RewriteResponseResponse, opts ...grpc.ServerOption) *fakeRewrited {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := &fakeRewrited{addr: l.Addr().String(), policy: policy}
-	s := grpc.NewServer()
+	s := grpc.NewServer(opts...)
 	rewritev1.RegisterRewriteServiceServer(s, f)
 	go func() { _ = s.Serve(l) }()
 	t.Cleanup(s.Stop)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,8 +16,11 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/rewrited/rewrited/client"
+	"github.com/rewrited/rewrited/internal/telemetry"
 )
 
 func main() {
@@ -37,6 +41,7 @@ func run(args []string) error {
 	hostname := fs.String("hostname", host, "this server's name, for the banner and conn_meta")
 	reject := fs.String("reject-domain", "", "comma-separated domains whose senders and recipients are refused")
 	maxBytes := fs.Int64("max-bytes", 25<<20, "largest message accepted")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus /metrics on this address (empty: off)")
 	verbose := fs.Bool("v", false, "log every reply")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -56,11 +61,31 @@ func run(args []string) error {
 			return err
 		}
 	}
-	rw, err := client.New(*target, client.WithTimeout(*timeout), client.WithPolicy(*policy))
+	tracing, err := telemetry.FromEnv(context.Background(), "smtp-frontend")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tracing.Shutdown(context.Background()) }()
+	reg := prometheus.NewRegistry()
+	metrics := newFrontendMetrics(reg)
+	rw, err := client.New(*target, append(metrics.options(), client.WithTimeout(*timeout), client.WithPolicy(*policy),
+		client.WithDialOptions(tracing.DialOptions()...))...)
 	if err != nil {
 		return err
 	}
 	defer rw.Close()
+	if *metricsListen != "" {
+		ml, err := net.Listen("tcp", *metricsListen)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = msrv.Serve(ml) }()
+		defer msrv.Close()
+		logger.Info("metrics", "addr", ml.Addr().String())
+	}
 
 	var domains []string
 	for _, d := range strings.Split(*reject, ",") {
@@ -70,6 +95,7 @@ func run(args []string) error {
 	}
 	srv := newServer(rw, frontendConfig{
 		Hostname: *hostname, StoreDir: *store, RejectDomains: domains, MaxBytes: *maxBytes, Logger: logger,
+		Tracer: tracing.Tracer("smtp-frontend"),
 	})
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -115,12 +118,41 @@ func (s *Service) Rewrite(ctx context.Context, req *wirev1.LazyRewriteRequest) (
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "policy %q is not served (served: %s)", name, strings.Join(s.resolver.Names(), ", "))
 	}
+	var d policy.Decision
 	start := time.Now()
-	d := p.Evaluate(ctx, in)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		d = evaluateTraced(ctx, span, p, in)
+	} else {
+		d = p.Evaluate(ctx, in)
+	}
 	if s.observer != nil {
 		s.observer.Observe(ctx, p, in, d, time.Since(start))
 	}
 	return s.response(p, &d), nil
+}
+
+// tracerName names the spans of this package.
+const tracerName = "github.com/rewrited/rewrited/service/rewrite"
+
+// evaluateTraced evaluates in a child span of the call's span and records
+// the decision on both: policy name and version, outcome, evaluation time.
+func evaluateTraced(ctx context.Context, call trace.Span, p *policy.Policy, in policy.Input) policy.Decision {
+	ctx, span := call.TracerProvider().Tracer(tracerName).Start(ctx, "rewrited.policy.evaluate")
+	start := time.Now()
+	d := p.Evaluate(ctx, in)
+	attrs := []attribute.KeyValue{
+		attribute.String("rewrited.policy.name", p.Name()),
+		attribute.String("rewrited.policy.version", p.Version()),
+		attribute.String("rewrited.outcome", d.Outcome.String()),
+		attribute.Float64("rewrited.evaluation.seconds", time.Since(start).Seconds()),
+	}
+	span.SetAttributes(attrs...)
+	if d.Err != nil {
+		span.SetStatus(otelcodes.Error, d.Err.Error())
+	}
+	span.End()
+	call.SetAttributes(attrs...)
+	return d
 }
 
 func (s *Service) response(p *policy.Policy, d *policy.Decision) *rewritev1.RewriteResponseResponse {

@@ -1,17 +1,13 @@
 package reliability_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/rewrited/rewrited/internal/rewritedtest"
 	"github.com/rewrited/rewrited/service/policy"
-	"github.com/rewrited/rewrited/test/reliability/knownbug"
 	"github.com/rewrited/rewrited/test/reliability/load"
 	"github.com/rewrited/rewrited/test/reliability/record"
 )
@@ -41,26 +37,11 @@ func TestFleetFaults(t *testing.T) {
 	v2 := strings.Replace(rewriteDATA, "super fantastic!", "super fantastic, v2!", 1)
 	oldVersion, newVersion := policy.Version([]byte(rewriteDATA)), policy.Version([]byte(v2))
 
-	var procs [3]*rewritedtest.Proc
-	var addrs []string
-	for i := range procs {
-		// A budget no CPU stall on a shared machine reaches: a policy
-		// timeout here would hide what the faults cost.
-		procs[i] = rewritedtest.Start(t, "--policy-dir", dir, "--eval-timeout", "250ms")
-		addrs = append(addrs, procs[i].Addr)
-	}
+	procs, target := startFleet(t, dir)
 	killed, paused := procs[0], procs[1]
-	c := newClient(t, strings.Join(addrs, ","))
+	c := newClient(t, target)
 	warmUp(t, c)
-
-	calls := load.NewRecorder()
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { calls.Drive(ctx, c, workers, 2*time.Millisecond) })
-	t.Cleanup(func() {
-		stop()
-		wg.Wait()
-	})
+	calls, stop := drive(t, c, workers)
 	at := func(d time.Duration) { time.Sleep(d - calls.Since()) }
 
 	at(killAt)
@@ -81,7 +62,6 @@ func TestFleetFaults(t *testing.T) {
 	}
 	at(end)
 	stop()
-	wg.Wait()
 	events := calls.Events()
 
 	all := load.Summarize(events, 0, end+time.Minute, budget+slack)
@@ -149,9 +129,6 @@ func TestFleetFaults(t *testing.T) {
 	})
 	t.Run("paused replica is routed around", func(t *testing.T) {
 		if n := lastPausedSecond.Fallbacks(); n > lastPausedSecond.Calls/20 {
-			rec.Bug = strings.TrimPrefix(rec.Bug+", R8", ", ")
-			knownbug.Skip(t, fmt.Sprintf("R8: round_robin keeps picking a paused replica until keepalive drops it (about 35s): %d of %d calls fell back in the last second of a %v pause",
-				n, lastPausedSecond.Calls, resumeAt-pauseAt))
 			t.Errorf("%d of %d calls fell back in the last second of the pause", n, lastPausedSecond.Calls)
 		}
 	})

@@ -10,11 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rewrited/rewrited/client"
+	"github.com/rewrited/rewrited/internal/rewritedtest"
 	"github.com/rewrited/rewrited/test/reliability/load"
 )
 
@@ -141,4 +143,34 @@ func warmUp(t testing.TB, c *client.Client) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// startFleet runs three replicas serving the policy folder dir and returns
+// them with the comma-separated target for all three.
+func startFleet(t testing.TB, dir string) ([3]*rewritedtest.Proc, string) {
+	t.Helper()
+	var procs [3]*rewritedtest.Proc
+	var addrs []string
+	for i := range procs {
+		// A budget no CPU stall on a shared machine reaches: a policy
+		// timeout here would hide what the faults cost.
+		procs[i] = rewritedtest.Start(t, "--policy-dir", dir, "--eval-timeout", "250ms")
+		addrs = append(addrs, procs[i].Addr)
+	}
+	return procs, strings.Join(addrs, ",")
+}
+
+// drive calls c from workers goroutines until the returned stop is called
+// (or the test ends), recording every call.
+func drive(t testing.TB, c *client.Client, workers int) (calls *load.Recorder, stop func()) {
+	calls = load.NewRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { calls.Drive(ctx, c, workers, 2*time.Millisecond) })
+	stop = func() {
+		cancel()
+		wg.Wait()
+	}
+	t.Cleanup(stop)
+	return calls, stop
 }

@@ -68,11 +68,14 @@ func Valid(orig client.Reply, res client.Result) bool {
 }
 
 // Event is one call: when it started (since the run began), how long it
-// took, how it ended, and the policy version that decided.
+// took, how it ended, the policy version and the replica that decided, and
+// whether the client hedged it.
 type Event struct {
 	At, Took time.Duration
 	Class    string
 	Version  string
+	Replica  string
+	Hedged   bool
 }
 
 // Recorder collects the events of a run; it is safe for concurrent use.
@@ -107,7 +110,7 @@ func (r *Recorder) Call(ctx context.Context, c *client.Client, n int) client.Res
 	orig := client.Reply{Status: 250, Text: fmt.Sprintf("OK ids=%08x", n), Command: "DATA"}
 	at := r.Since()
 	res := c.Rewrite(ctx, orig, map[string]any{"received_from": "127.0.0.1:2525", "hostname": "mx.test"})
-	r.Add(Event{At: at, Took: r.Since() - at, Class: Class(orig, res), Version: res.PolicyVersion})
+	r.Add(Event{At: at, Took: r.Since() - at, Class: Class(orig, res), Version: res.PolicyVersion, Replica: res.Replica, Hedged: res.Hedged})
 	return res
 }
 
@@ -138,6 +141,10 @@ type Summary struct {
 	// Latencies of the calls rewrited answered (rewritten or unchanged).
 	AcceptedP50ms float64 `json:"accepted_p50_ms"`
 	AcceptedP99ms float64 `json:"accepted_p99_ms"`
+	// The 99th percentile of every call, fallbacks included: what a frontend waits.
+	P99ms float64 `json:"p99_ms"`
+	// Calls the client sent a second request for.
+	Hedged int64 `json:"hedged"`
 	// The slowest call of any class: what a frontend waited at worst.
 	MaxMs float64 `json:"max_ms"`
 	// Calls slower than the budget plus slack given to Summarize.
@@ -152,7 +159,7 @@ func (s Summary) Fallbacks() int64 {
 // Summarize adds up the events that started in [from, to).
 func Summarize(events []Event, from, to, budget time.Duration) Summary {
 	s := Summary{Classes: map[string]int64{}}
-	var accepted []time.Duration
+	var accepted, took []time.Duration
 	var worst time.Duration
 	for _, e := range events {
 		if e.At < from || e.At >= to {
@@ -160,6 +167,10 @@ func Summarize(events []Event, from, to, budget time.Duration) Summary {
 		}
 		s.Calls++
 		s.Classes[e.Class]++
+		took = append(took, e.Took)
+		if e.Hedged {
+			s.Hedged++
+		}
 		worst = max(worst, e.Took)
 		if e.Took > budget {
 			s.OverBudget++
@@ -169,6 +180,8 @@ func Summarize(events []Event, from, to, budget time.Duration) Summary {
 		}
 	}
 	slices.Sort(accepted)
+	slices.Sort(took)
+	s.P99ms = ms(percentile(took, 0.99))
 	s.AcceptedP50ms = ms(percentile(accepted, 0.50))
 	s.AcceptedP99ms = ms(percentile(accepted, 0.99))
 	s.MaxMs = ms(worst)
