@@ -251,7 +251,9 @@ func (c *Client) call(ctx context.Context, r Reply, meta map[string]any) (Result
 		Policy:   c.policy,
 	}
 	if r.Command != "" {
-		req.Command = proto.String(r.Command)
+		// The command is the client's raw line and may hold any bytes; the
+		// request's string fields must be UTF-8.
+		req.Command = proto.String(strings.ToValidUTF8(r.Command, "\uFFFD"))
 	}
 	if len(meta) > 0 {
 		s, err := metaStruct(meta)

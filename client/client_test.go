@@ -147,6 +147,10 @@ func TestRewriteRequest(t *testing.T) {
 			in:          Reply{Status: 550, Text: "no", Command: "rcpt to:<x@y>"},
 			meta:        map[string]any{"received_from": "192.0.2.1:1234", "x_n": 3, "tls_peer_subject_name": []string{"a", "b"}, "x_list": []any{1, "two"}},
 			wantCommand: ptr("rcpt to:<x@y>")},
+		// A client's garbage must not make the request unsendable, which
+		// would count against the fleet in the breaker.
+		{name: "command with invalid UTF-8", in: Reply{Status: 500, Text: "5.5.2 syntax error", Command: "MAIL FROM:<\xff@example.com>"},
+			wantCommand: ptr("MAIL FROM:<\uFFFD@example.com>")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClient(t, srv.addr, WithPolicy(tc.policy))

@@ -10,7 +10,7 @@ import (
 type Reply struct {
 	Status  int    // SMTP status code, e.g. 250
 	Text    string // reply text without the code; lines separated by "\n"
-	Command string // the command being answered; "" means none (Lua nil)
+	Command string // the command being answered, as the client sent it; "" means none (Lua nil); invalid UTF-8 reaches the policy as U+FFFD
 }
 
 // Wire returns the reply as written on the wire, e.g.
