@@ -6,6 +6,7 @@ GRPCURL_VERSION := v1.9.4
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+STATICCHECK_VERSION := v0.8.2
 
 .PHONY: all build serve test tools smtp-tools lint proto-check vet unit e2e images e2e-compose bench fuzz-smoke reliability-report monitoring-check
 
@@ -29,15 +30,25 @@ tools:
 	go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 	go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 # Postfix (smtpd, smtp-source) and swaks for the rewrited-proxy tests; Debian
 # or Ubuntu, as root. Without them those tests skip.
 smtp-tools:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y postfix swaks
 
+# BREAKING_AGAINST is what buf breaking compares the API with: the previous
+# commit (a release tag, once there is one: BREAKING_AGAINST='.git#tag=v1.0.0').
+BREAKING_AGAINST ?= .git\#ref=HEAD~1
+
+# Static checks: proto lint and breaking changes, gofmt, staticcheck, and a
+# go.mod/go.sum that go mod tidy leaves as they are.
 lint:
 	buf lint
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then buf breaking --against '$(BREAKING_AGAINST)'; else echo "buf breaking: no previous commit to compare with"; fi
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	staticcheck ./...
+	go mod tidy -diff
 
 # Regenerating the committed Go code from the proto must change nothing.
 proto-check:

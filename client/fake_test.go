@@ -65,14 +65,14 @@ func (f *fakeServer) lastRequest() *rewritev1.RewriteResponseRequest {
 }
 
 // superFantastic behaves like the bundled example policy.
-func superFantastic(_ context.Context, req *rewritev1.RewriteResponseRequest) (*rewritev1.RewriteResponseResponse, error) {
+func superFantastic(ctx context.Context, req *rewritev1.RewriteResponseRequest) (*rewritev1.RewriteResponseResponse, error) {
 	if req.GetCommand() == "DATA" && req.GetStatus() == 250 {
 		return &rewritev1.RewriteResponseResponse{
 			Status: 250, Response: "super fantastic!\n" + req.GetResponse(), Rewritten: true,
 			PolicyVersion: "v1", Outcome: rewritev1.Outcome_OUTCOME_REWRITTEN,
 		}, nil
 	}
-	return unchanged(nil, req)
+	return unchanged(ctx, req)
 }
 
 func unchanged(_ context.Context, req *rewritev1.RewriteResponseRequest) (*rewritev1.RewriteResponseResponse, error) {

@@ -25,9 +25,6 @@ Usage:
 Run "rewrited COMMAND --help" for a command's flags.
 `
 
-// errUsage marks a bad invocation: exit status 2.
-var errUsage = errors.New("usage error")
-
 type command func(args []string, stdout, stderr io.Writer) int
 
 var commands = map[string]command{

@@ -9,8 +9,8 @@ import (
 
 	"google.golang.org/grpc/metadata"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/internal/rewritedtest"
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 )
 
 // TestServeDecisionRecordCarriesTraceID: with tracing on, a call that

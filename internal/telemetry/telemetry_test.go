@@ -109,7 +109,7 @@ func TestServerSpanContinuesTheCallersTrace(t *testing.T) {
 			"rewrited.outcome":        rewritev1.Outcome_OUTCOME_REWRITTEN.String(),
 		}
 		for k, v := range want {
-			if got := attrs[k].Emit(); got != v {
+			if got := attrs[k].AsString(); got != v {
 				t.Errorf("span %s: %s = %q, want %q", s.Name(), k, got, v)
 			}
 		}

@@ -68,9 +68,6 @@ type Service struct {
 // Option configures a Service.
 type Option func(*Service)
 
-// WithLimits sets the request limits.
-func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l.withDefaults() } }
-
 // WithObserver sets the decision observer.
 func WithObserver(o Observer) Option { return func(s *Service) { s.observer = o } }
 

@@ -53,7 +53,6 @@ func TestFleetFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	at(reloadAt)
-	reloadAt = calls.Since()
 	writePolicy(t, dir, "default.lua", v2)
 	at(resumeAt)
 	resumeAt = calls.Since()
