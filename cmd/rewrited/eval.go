@@ -232,7 +232,7 @@ func runEval(args []string, stdout, stderr io.Writer) int {
 func writeDecision(w io.Writer, resp *rewritev1.RewriteResponseResponse) {
 	fmt.Fprint(w, strings.ReplaceAll(smtpreply.Wire(int(resp.Status), resp.Response), "\r\n", "\n"))
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "outcome: %s\n", policytest.OutcomeName(resp.Outcome))
+	fmt.Fprintf(w, "outcome: %s\n", rewrite.EngineOutcome(resp.Outcome))
 	if resp.Error != "" {
 		fmt.Fprintf(w, "error: %s\n", resp.Error)
 	}

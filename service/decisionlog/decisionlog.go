@@ -22,8 +22,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
-	"github.com/rewrited/rewrited/service/metrics"
 	"github.com/rewrited/rewrited/service/policy"
 )
 
@@ -107,7 +105,7 @@ func New(cfg Config) *Logger {
 // Observe implements rewrite.Observer.
 func (l *Logger) Observe(ctx context.Context, p *policy.Policy, in policy.Input, d policy.Decision, elapsed time.Duration) {
 	decision := Sampled(l.cfg.Sample)
-	shadow := d.Outcome == rewritev1.Outcome_OUTCOME_SHADOWED && Sampled(l.cfg.ShadowSample)
+	shadow := d.Outcome == policy.OutcomeShadowed && Sampled(l.cfg.ShadowSample)
 	if !decision && !shadow {
 		return
 	}
@@ -145,7 +143,7 @@ func NewRecord(ctx context.Context, p *policy.Policy, in policy.Input, d policy.
 		Version:         p.Version(),
 		Status:          &in.Status,
 		Response:        &in.Response,
-		Outcome:         metrics.OutcomeLabel(d.Outcome),
+		Outcome:         d.Outcome.String(),
 		Reply:           &Reply{Status: d.Status, Response: d.Response},
 		CloseConnection: d.CloseConnection,
 		MetaUpdates:     d.MetaUpdates,

@@ -6,7 +6,6 @@ package metrics
 import (
 	"context"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy"
 )
 
@@ -45,8 +43,8 @@ type Metrics struct {
 	byPolicy sync.Map
 }
 
-// numOutcomes bounds the Outcome values, OUTCOME_UNSPECIFIED included.
-const numOutcomes = int(rewritev1.Outcome_OUTCOME_PROTECTED) + 1
+// numOutcomes bounds the Outcome values, OutcomeUnspecified included.
+const numOutcomes = int(policy.OutcomeProtected) + 1
 
 // policyMetrics are one policy's metrics, label values resolved.
 type policyMetrics struct {
@@ -154,16 +152,10 @@ func (m *Metrics) forPolicy(name string) *policyMetrics {
 	}
 	pm := &policyMetrics{eval: m.eval.WithLabelValues(name)}
 	for o := range pm.decisions {
-		if o != int(rewritev1.Outcome_OUTCOME_UNSPECIFIED) {
-			pm.decisions[o] = m.decisions.WithLabelValues(name, OutcomeLabel(rewritev1.Outcome(o)))
+		if o != int(policy.OutcomeUnspecified) {
+			pm.decisions[o] = m.decisions.WithLabelValues(name, policy.Outcome(o).String())
 		}
 	}
 	actual, _ := m.byPolicy.LoadOrStore(name, pm)
 	return actual.(*policyMetrics)
-}
-
-// OutcomeLabel is the outcome's label value: its name, lower case, without
-// the OUTCOME_ prefix ("rewritten", "policy_error").
-func OutcomeLabel(o rewritev1.Outcome) string {
-	return strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_"))
 }

@@ -97,7 +97,7 @@ func TestObserveAndPolicies(t *testing.T) {
 	m.PolicyLoaded("a", nil)
 	m.PolicyLoaded("a", errors.New("boom"))
 
-	for _, o := range []rewritev1.Outcome{rewritev1.Outcome_OUTCOME_REWRITTEN, rewritev1.Outcome_OUTCOME_REWRITTEN, rewritev1.Outcome_OUTCOME_PROTECTED, rewritev1.Outcome_OUTCOME_UNSPECIFIED} {
+	for _, o := range []policy.Outcome{policy.OutcomeRewritten, policy.OutcomeRewritten, policy.OutcomeProtected, policy.OutcomeUnspecified} {
 		m.Observe(context.Background(), a, policy.Input{}, policy.Decision{Outcome: o}, 30*time.Microsecond)
 	}
 	got := strings.Join(samples(t, m, "rewrited_"), "\n")
@@ -159,7 +159,7 @@ func BenchmarkObserve(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer p.Close()
-	d := policy.Decision{Outcome: rewritev1.Outcome_OUTCOME_REWRITTEN}
+	d := policy.Decision{Outcome: policy.OutcomeRewritten}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

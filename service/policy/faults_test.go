@@ -12,7 +12,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy"
 	"github.com/rewrited/rewrited/smtpreply"
 	"github.com/rewrited/rewrited/test/reliability/knownbug"
@@ -48,7 +47,7 @@ type faultCase struct {
 	body string // runs in the handler when the reply text is "fault"
 	// The expected decision: an outcome and error text with the original
 	// kept, or, for outcome REWRITTEN, the rewritten reply.
-	outcome rewritev1.Outcome
+	outcome policy.Outcome
 	errText string
 	status  int
 	text    string
@@ -61,71 +60,71 @@ type faultCase struct {
 
 var faultMatrix = []faultCase{
 	{name: "error with a table value", body: "error({code = 550, why = 'no'})",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "error raised with a table value"},
+		outcome: policy.OutcomePolicyError, errText: "error raised with a table value"},
 	{name: "kumo.reject", body: "kumo.reject(550, 'go away')",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "kumo.reject(550, \"go away\") cannot change the reply"},
+		outcome: policy.OutcomePolicyError, errText: "kumo.reject(550, \"go away\") cannot change the reply"},
 	{name: "huge string.rep", body: "return nil, string.rep('x', 1e12)",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "string.rep: resulting string too large"},
+		outcome: policy.OutcomePolicyError, errText: "string.rep: resulting string too large"},
 	{name: "huge string.rep via method", body: "return nil, ('x'):rep(2^40, ',')",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "too large"},
+		outcome: policy.OutcomePolicyError, errText: "too large"},
 	{name: "huge table", body: "local t = {} local i = 0 while true do i = i + 1 t[i] = {i} end",
-		outcome: rewritev1.Outcome_OUTCOME_TIMEOUT, errText: "budget"},
+		outcome: policy.OutcomeTimeout, errText: "budget"},
 	{name: "returns a table", body: "return {250}",
-		outcome: rewritev1.Outcome_OUTCOME_INVALID_RESULT, errText: "status must be a number or nil, got a table"},
+		outcome: policy.OutcomeInvalidResult, errText: "status must be a number or nil, got a table"},
 	{name: "returns a boolean", body: "return true",
-		outcome: rewritev1.Outcome_OUTCOME_INVALID_RESULT, errText: "got a boolean"},
+		outcome: policy.OutcomeInvalidResult, errText: "got a boolean"},
 	{name: "returns a boolean text", body: "return 250, false",
-		outcome: rewritev1.Outcome_OUTCOME_INVALID_RESULT, errText: "response must be a string or nil, got a boolean"},
+		outcome: policy.OutcomeInvalidResult, errText: "response must be a string or nil, got a boolean"},
 	{name: "returns a float", body: "return 550.9, 'no'",
-		outcome: rewritev1.Outcome_OUTCOME_REWRITTEN, status: 550, text: "no"},
+		outcome: policy.OutcomeRewritten, status: 550, text: "no"},
 	{name: "returns a negative status", body: "return -250",
-		outcome: rewritev1.Outcome_OUTCOME_INVALID_RESULT, errText: "out of range"},
+		outcome: policy.OutcomeInvalidResult, errText: "out of range"},
 	{name: "returns 999", body: "return 999",
-		outcome: rewritev1.Outcome_OUTCOME_INVALID_RESULT, errText: "invalid SMTP status 999"},
+		outcome: policy.OutcomeInvalidResult, errText: "invalid SMTP status 999"},
 	{name: "returns NaN", body: "return 0/0",
-		outcome: rewritev1.Outcome_OUTCOME_INVALID_RESULT, errText: "out of range"},
+		outcome: policy.OutcomeInvalidResult, errText: "out of range"},
 	{name: "CRLF in text is a line separator", body: "return 250, 'ok\\r\\n250 injected'",
-		outcome: rewritev1.Outcome_OUTCOME_REWRITTEN, status: 250, text: "ok\n250 injected"},
+		outcome: policy.OutcomeRewritten, status: 250, text: "ok\n250 injected"},
 	{name: "bare CR in text is refused", body: "return 250, 'ok\\r250 injected'",
-		outcome: rewritev1.Outcome_OUTCOME_INVALID_RESULT, errText: "bare CR"},
+		outcome: policy.OutcomeInvalidResult, errText: "bare CR"},
 	{name: "NUL in text is refused", body: "return 250, 'ok\\0'",
-		outcome: rewritev1.Outcome_OUTCOME_INVALID_RESULT, errText: "control character"},
+		outcome: policy.OutcomeInvalidResult, errText: "control character"},
 	{name: "set_meta with a function", body: "conn_meta:set_meta('x_f', function() end)",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "cannot serialise a function"},
+		outcome: policy.OutcomePolicyError, errText: "cannot serialise a function"},
 	{name: "string.format with a huge width", body: "return nil, string.format('%99999999d', 1)",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "invalid conversion"},
+		outcome: policy.OutcomePolicyError, errText: "invalid conversion"},
 	{name: "string.format of a huge string", body: "local s = string.rep('x', 2^19) return nil, string.format('%s%s%s', s, s, s)",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "too large"},
+		outcome: policy.OutcomePolicyError, errText: "too large"},
 	{name: "gsub amplification", body: "local s = string.rep('x', 1000) return nil, (s:gsub('x', string.rep('y', 10000)))",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "too large"},
+		outcome: policy.OutcomePolicyError, errText: "too large"},
 	{name: "table.concat amplification", body: "local s, t = string.rep('x', 1e5), {} for i = 1, 1000 do t[i] = s end return nil, table.concat(t)",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "table.concat: resulting string too large"},
+		outcome: policy.OutcomePolicyError, errText: "table.concat: resulting string too large"},
 	// The VM's concatenation has no size limit: only the budget bounds it,
 	// and the last copy, in progress when the budget runs out, finishes.
 	{name: "string doubling loop", body: "local s = 'x' while true do s = s .. s end",
-		outcome: rewritev1.Outcome_OUTCOME_TIMEOUT, errText: "budget", maxPeak: 256 << 20},
+		outcome: policy.OutcomeTimeout, errText: "budget", maxPeak: 256 << 20},
 	{name: "kumo.serde.json_encode of a cycle", body: "local t = {} t.t = t return nil, kumo.serde.json_encode(t)",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "contains itself"},
+		outcome: policy.OutcomePolicyError, errText: "contains itself"},
 
 	// Lua patterns: the subject stands for an SMTP client's RCPT command
 	// line, which reaches the policy as command. gopher-lua's own matcher
 	// took seconds on 768 bytes (cubic) without checking the budget, and
 	// recursed once per character on '.*'.
 	{name: "Lua pattern backtracking (match)", body: "local c = 'RCPT TO:' .. string.rep('<@', 384) return nil, tostring(c:match('<(.-)@(.-)>'))",
-		outcome: rewritev1.Outcome_OUTCOME_TIMEOUT, errText: "budget"},
+		outcome: policy.OutcomeTimeout, errText: "budget"},
 	{name: "Lua pattern backtracking (gsub)", body: "local c = 'RCPT TO:' .. string.rep('<@', 384) return nil, (c:gsub('<(.-)@(.-)>', '%2'))",
-		outcome: rewritev1.Outcome_OUTCOME_TIMEOUT, errText: "budget"},
+		outcome: policy.OutcomeTimeout, errText: "budget"},
 	{name: "Lua pattern backtracking (gmatch)", body: "local c = 'RCPT TO:' .. string.rep('<@', 384) for a, b in c:gmatch('<(.-)@(.-)>') do end",
-		outcome: rewritev1.Outcome_OUTCOME_TIMEOUT, errText: "budget"},
+		outcome: policy.OutcomeTimeout, errText: "budget"},
 	{name: "Lua pattern recursion depth", body: "return nil, tostring(#string.match(string.rep('a', 2^20), '.*'))",
-		outcome: rewritev1.Outcome_OUTCOME_REWRITTEN, status: 250, text: "1048576"},
+		outcome: policy.OutcomeRewritten, status: 250, text: "1048576"},
 
 	// Fixed: converting a table is bounded by what it would encode to (R4),
 	// and an error's text by maxErrorText (R5).
 	{name: "set_meta of a shared-subtable DAG", body: "local t = {1} for i = 1, 20 do t = {t, t} end conn_meta:set_meta('x', t)",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "set_meta"},
+		outcome: policy.OutcomePolicyError, errText: "set_meta"},
 	{name: "error with a table of big strings", body: "local s, t = string.rep('x', 2^20), {} for i = 1, 64 do t[i] = s end error(t)",
-		outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, errText: "table value"},
+		outcome: policy.OutcomePolicyError, errText: "table value"},
 }
 
 func TestFaultMatrix(t *testing.T) {
@@ -144,7 +143,7 @@ func runFault(t *testing.T, fc faultCase) {
 	ignore := goleak.IgnoreCurrent()
 
 	budget, bound := generousBudget, fastBound
-	if fc.outcome == rewritev1.Outcome_OUTCOME_TIMEOUT {
+	if fc.outcome == policy.OutcomeTimeout {
 		budget, bound = faultBudget, faultBudget+faultSlack
 	}
 	p, _, err := policy.Compile("test.lua", []byte(faultPolicy(fc.body)), policy.Options{EvalTimeout: budget})
@@ -172,7 +171,7 @@ func runFault(t *testing.T, fc faultCase) {
 	if d.Outcome != fc.outcome {
 		t.Errorf("outcome %v (%v), want %v", d.Outcome, d.Err, fc.outcome)
 	}
-	if fc.outcome == rewritev1.Outcome_OUTCOME_REWRITTEN {
+	if fc.outcome == policy.OutcomeRewritten {
 		if d.Status != fc.status || d.Response != fc.text {
 			t.Errorf("rewritten to %d %q, want %d %q", d.Status, d.Response, fc.status, fc.text)
 		}
@@ -206,8 +205,8 @@ func checkNext(t *testing.T, p *policy.Policy, n int) {
 	for i := range n {
 		in := policy.Input{Status: 250, Response: fmt.Sprintf("ok %d", i), Command: str("EHLO")}
 		switch d := p.Evaluate(context.Background(), in); d.Outcome {
-		case rewritev1.Outcome_OUTCOME_UNCHANGED:
-		case rewritev1.Outcome_OUTCOME_TIMEOUT:
+		case policy.OutcomeUnchanged:
+		case policy.OutcomeTimeout:
 			stalled++
 		default:
 			t.Fatalf("request %d after the fault: %+v", i, d)

@@ -11,7 +11,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/structpb"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy"
 	"github.com/rewrited/rewrited/smtpreply"
 )
@@ -136,13 +135,13 @@ func checkDecision(t *testing.T, in policy.Input, d policy.Decision) {
 	if !sendable(in, d) {
 		t.Fatalf("input %+v: no reply to send in %+v", in, d)
 	}
-	failed := d.Outcome == rewritev1.Outcome_OUTCOME_POLICY_ERROR || d.Outcome == rewritev1.Outcome_OUTCOME_TIMEOUT || d.Outcome == rewritev1.Outcome_OUTCOME_INVALID_RESULT
+	failed := d.Outcome == policy.OutcomePolicyError || d.Outcome == policy.OutcomeTimeout || d.Outcome == policy.OutcomeInvalidResult
 	switch {
-	case d.Rewritten != (d.Outcome == rewritev1.Outcome_OUTCOME_REWRITTEN):
+	case d.Rewritten != (d.Outcome == policy.OutcomeRewritten):
 		t.Fatalf("input %+v: rewritten %v with outcome %v", in, d.Rewritten, d.Outcome)
 	case failed != (d.Err != nil):
 		t.Fatalf("input %+v: outcome %v with error %v", in, d.Outcome, d.Err)
-	case d.Outcome == rewritev1.Outcome_OUTCOME_UNSPECIFIED:
+	case d.Outcome == policy.OutcomeUnspecified:
 		t.Fatalf("input %+v: no outcome", in)
 	case d.CloseConnection != (d.Status == 421):
 		t.Fatalf("input %+v: close_connection %v with status %d", in, d.CloseConnection, d.Status)

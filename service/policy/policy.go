@@ -17,8 +17,6 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 	"golang.org/x/sys/cpu"
-
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 )
 
 // Event is the only KumoMTA event rewrited runs.
@@ -115,7 +113,7 @@ type Decision struct {
 	Reply
 	Rewritten       bool
 	CloseConnection bool
-	Outcome         rewritev1.Outcome
+	Outcome         Outcome
 	// Err says why the original reply was kept (nil when it was not).
 	Err error
 	// MetaUpdates holds what the policy stored with conn_meta:set_meta.
@@ -312,15 +310,15 @@ func (p *Policy) drain() {
 func (p *Policy) Evaluate(ctx context.Context, in Input) Decision {
 	keep := Decision{Reply: Reply{Status: in.Status, Response: in.Response}}
 	if !p.hasHandler {
-		keep.Outcome = rewritev1.Outcome_OUTCOME_UNCHANGED
+		keep.Outcome = OutcomeUnchanged
 		return p.finish(keep, in)
 	}
 	if err := ctx.Err(); err != nil {
-		return fail(keep, rewritev1.Outcome_OUTCOME_TIMEOUT, fmt.Errorf("%w: %w", ErrTimeout, err))
+		return fail(keep, OutcomeTimeout, fmt.Errorf("%w: %w", ErrTimeout, err))
 	}
 	s, err := p.get()
 	if err != nil {
-		return fail(keep, rewritev1.Outcome_OUTCOME_POLICY_ERROR, fmt.Errorf("%w: %w", ErrPolicy, err))
+		return fail(keep, OutcomePolicyError, fmt.Errorf("%w: %w", ErrPolicy, err))
 	}
 	ret, healthy := s.call(in, p.opts.EvalTimeout)
 	switch {
@@ -338,14 +336,14 @@ func (p *Policy) Evaluate(ctx context.Context, in Input) Decision {
 
 // finish applies close_connection, shadow mode and the DATA guard.
 func (p *Policy) finish(d Decision, in Input) Decision {
-	if d.Outcome == rewritev1.Outcome_OUTCOME_REWRITTEN {
+	if d.Outcome == OutcomeRewritten {
 		switch {
 		case p.opts.Shadow:
-			d = keepProposing(d, in, rewritev1.Outcome_OUTCOME_SHADOWED)
+			d = keepProposing(d, in, OutcomeShadowed)
 			d.MetaUpdates = nil
 		case p.opts.ProtectData && BreaksDataSemantics(in, d.Status):
 			d.Err = fmt.Errorf("%w: refused to turn the successful DATA reply %d into %d: the message is already queued, so the client would retry and deliver it twice", ErrInvalid, in.Status, d.Status)
-			d = keepProposing(d, in, rewritev1.Outcome_OUTCOME_PROTECTED)
+			d = keepProposing(d, in, OutcomeProtected)
 		}
 	}
 	d.CloseConnection = d.Status == 421
@@ -354,7 +352,7 @@ func (p *Policy) finish(d Decision, in Input) Decision {
 
 // keepProposing restores the original reply and records the rewrite the
 // policy asked for in Proposed.
-func keepProposing(d Decision, in Input, outcome rewritev1.Outcome) Decision {
+func keepProposing(d Decision, in Input, outcome Outcome) Decision {
 	proposed := d.Reply
 	d.Proposed = &proposed
 	d.Reply = Reply{Status: in.Status, Response: in.Response}
@@ -363,7 +361,7 @@ func keepProposing(d Decision, in Input, outcome rewritev1.Outcome) Decision {
 	return d
 }
 
-func fail(d Decision, outcome rewritev1.Outcome, err error) Decision {
+func fail(d Decision, outcome Outcome, err error) Decision {
 	d.Outcome = outcome
 	d.Err = err
 	return d

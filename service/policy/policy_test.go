@@ -12,7 +12,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy"
 )
 
@@ -50,7 +49,7 @@ func dataInput() policy.Input {
 func TestSeedExample(t *testing.T) {
 	p := compile(t, seed, policy.Options{})
 	d := p.Evaluate(context.Background(), dataInput())
-	if d.Status != 250 || d.Response != "super fantastic!\nOK ids=8f2a" || !d.Rewritten || d.Outcome != rewritev1.Outcome_OUTCOME_REWRITTEN || d.Err != nil {
+	if d.Status != 250 || d.Response != "super fantastic!\nOK ids=8f2a" || !d.Rewritten || d.Outcome != policy.OutcomeRewritten || d.Err != nil {
 		t.Fatalf("got %+v", d)
 	}
 	if v := p.Version(); len(v) != 12 || v != policy.Version([]byte(seed)) {
@@ -71,24 +70,24 @@ func TestFaults(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		body    string
-		outcome rewritev1.Outcome
+		outcome policy.Outcome
 		errText string
 	}{
-		{"endless loop", "while true do end", rewritev1.Outcome_OUTCOME_TIMEOUT, "exceeded its 20ms budget"},
-		{"deep recursion", "local function f(n) return f(n + 1) + 1 end return f(1)", rewritev1.Outcome_OUTCOME_POLICY_ERROR, "stack overflow"},
-		{"metamethod recursion", "local t = setmetatable({}, {__index = function(t, k) return t[k] end}) return t.x", rewritev1.Outcome_OUTCOME_POLICY_ERROR, "stack overflow"},
-		{"error", "error('boom')", rewritev1.Outcome_OUTCOME_POLICY_ERROR, "test.lua:3: boom"},
-		{"loop inside a coroutine", "coroutine.wrap(function() while true do end end)()", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
-		{"pcall cannot swallow the timeout", "while true do pcall(function() while true do end end) end", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
-		{"backtracking pattern", "local _ = string.rep('a', 2^14):match('.-b')", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
-		{"pcall cannot swallow a pattern timeout", "while true do pcall(string.gsub, string.rep('a', 2^14), '(a*)*b', '') end", rewritev1.Outcome_OUTCOME_TIMEOUT, "budget"},
+		{"endless loop", "while true do end", policy.OutcomeTimeout, "exceeded its 20ms budget"},
+		{"deep recursion", "local function f(n) return f(n + 1) + 1 end return f(1)", policy.OutcomePolicyError, "stack overflow"},
+		{"metamethod recursion", "local t = setmetatable({}, {__index = function(t, k) return t[k] end}) return t.x", policy.OutcomePolicyError, "stack overflow"},
+		{"error", "error('boom')", policy.OutcomePolicyError, "test.lua:3: boom"},
+		{"loop inside a coroutine", "coroutine.wrap(function() while true do end end)()", policy.OutcomeTimeout, "budget"},
+		{"pcall cannot swallow the timeout", "while true do pcall(function() while true do end end) end", policy.OutcomeTimeout, "budget"},
+		{"backtracking pattern", "local _ = string.rep('a', 2^14):match('.-b')", policy.OutcomeTimeout, "budget"},
+		{"pcall cannot swallow a pattern timeout", "while true do pcall(string.gsub, string.rep('a', 2^14), '(a*)*b', '') end", policy.OutcomeTimeout, "budget"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Only the faults that the budget must stop get the real 20ms
 			// one; the others must end by themselves, however loaded the
 			// machine.
 			budget := 20 * time.Millisecond
-			if tc.outcome != rewritev1.Outcome_OUTCOME_TIMEOUT {
+			if tc.outcome != policy.OutcomeTimeout {
 				budget = 2 * time.Second
 			}
 			p := compile(t, faultPolicy(tc.body), policy.Options{EvalTimeout: budget})
@@ -113,7 +112,7 @@ func TestCrashedStateIsDiscarded(t *testing.T) {
 	p := compile(t, faultPolicy("local function f(...) return f(1, ...) end return f()"), policy.Options{PoolSize: 1, EvalTimeout: 10 * time.Second})
 	before := p.Stats()
 	d := p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "fault"})
-	if d.Outcome != rewritev1.Outcome_OUTCOME_POLICY_ERROR || d.Response != "fault" || !strings.Contains(d.Err.Error(), "crashed") {
+	if d.Outcome != policy.OutcomePolicyError || d.Response != "fault" || !strings.Contains(d.Err.Error(), "crashed") {
 		t.Fatalf("got %+v", d)
 	}
 	after := p.Stats()
@@ -126,7 +125,7 @@ func TestCrashedStateIsDiscarded(t *testing.T) {
 func TestTimedOutStateIsDiscarded(t *testing.T) {
 	p := compile(t, faultPolicy("while true do end"), policy.Options{PoolSize: 1, EvalTimeout: 5 * time.Millisecond})
 	d := p.Evaluate(context.Background(), policy.Input{Status: 250, Response: "fault"})
-	if d.Outcome != rewritev1.Outcome_OUTCOME_TIMEOUT {
+	if d.Outcome != policy.OutcomeTimeout {
 		t.Fatalf("got %+v", d)
 	}
 	if s := p.Stats(); s.Discarded != 1 {
@@ -140,7 +139,7 @@ func TestCancelledContextSkipsEvaluation(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	d := p.Evaluate(ctx, dataInput())
-	if d.Outcome != rewritev1.Outcome_OUTCOME_TIMEOUT || d.Response != "OK ids=8f2a" {
+	if d.Outcome != policy.OutcomeTimeout || d.Response != "OK ids=8f2a" {
 		t.Fatalf("got %+v", d)
 	}
 }
@@ -215,17 +214,17 @@ func TestShadowAndProtectData(t *testing.T) {
 end)`
 	in := dataInput()
 	shadow := compile(t, src, policy.Options{Shadow: true}).Evaluate(context.Background(), in)
-	if shadow.Outcome != rewritev1.Outcome_OUTCOME_SHADOWED || shadow.Status != 250 || shadow.Rewritten ||
+	if shadow.Outcome != policy.OutcomeShadowed || shadow.Status != 250 || shadow.Rewritten ||
 		shadow.Proposed == nil || shadow.Proposed.Status != 550 || shadow.MetaUpdates != nil {
 		t.Errorf("shadow: %+v", shadow)
 	}
 	protected := compile(t, src, policy.Options{ProtectData: true}).Evaluate(context.Background(), in)
-	if protected.Outcome != rewritev1.Outcome_OUTCOME_PROTECTED || protected.Status != 250 || protected.Err == nil ||
+	if protected.Outcome != policy.OutcomeProtected || protected.Status != 250 || protected.Err == nil ||
 		protected.Proposed == nil || protected.Proposed.Response != "rejected after all" {
 		t.Errorf("protect-data: %+v", protected)
 	}
 	notData := compile(t, src, policy.Options{ProtectData: true}).Evaluate(context.Background(), policy.Input{Status: 250, Response: "OK", Command: str("RCPT TO:<a@b>")})
-	if notData.Outcome != rewritev1.Outcome_OUTCOME_REWRITTEN || notData.Status != 550 {
+	if notData.Outcome != policy.OutcomeRewritten || notData.Status != 550 {
 		t.Errorf("protect-data only guards DATA: %+v", notData)
 	}
 }

@@ -8,7 +8,6 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/smtpreply"
 )
 
@@ -21,23 +20,23 @@ func (p *Policy) decide(keep Decision, in Input, r raw) Decision {
 	}
 	status, err := resultStatus(r.status, in.Status)
 	if err != nil {
-		return fail(keep, rewritev1.Outcome_OUTCOME_INVALID_RESULT, err)
+		return fail(keep, OutcomeInvalidResult, err)
 	}
 	text, err := resultText(r.text, in.Response)
 	if err != nil {
-		return fail(keep, rewritev1.Outcome_OUTCOME_INVALID_RESULT, err)
+		return fail(keep, OutcomeInvalidResult, err)
 	}
 	if status != in.Status && strings.TrimSpace(text) == "" {
 		// A new status on a reply without text would go out empty, which
 		// KumoMTA cannot write for 4xx/5xx either.
-		return fail(keep, rewritev1.Outcome_OUTCOME_INVALID_RESULT, fmt.Errorf("%w: %w: a new status needs text", ErrInvalid, smtpreply.ErrEmptyText))
+		return fail(keep, OutcomeInvalidResult, fmt.Errorf("%w: %w: a new status needs text", ErrInvalid, smtpreply.ErrEmptyText))
 	}
 	d := keep
-	d.Outcome = rewritev1.Outcome_OUTCOME_UNCHANGED
+	d.Outcome = OutcomeUnchanged
 	if status != in.Status || text != in.Response {
 		d.Status, d.Response = status, text
 		d.Rewritten = true
-		d.Outcome = rewritev1.Outcome_OUTCOME_REWRITTEN
+		d.Outcome = OutcomeRewritten
 	}
 	return d
 }

@@ -11,7 +11,6 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy/stdlib"
 )
 
@@ -74,7 +73,7 @@ type state struct {
 // raw is what one handler call produced, before validation.
 type raw struct {
 	status, text lua.LValue
-	outcome      rewritev1.Outcome // set when the call failed
+	outcome      Outcome // set when the call failed
 	err          error
 	meta         map[string]any
 }
@@ -157,7 +156,7 @@ func (s *state) call(in Input, timeout time.Duration) (r raw, healthy bool) {
 	defer func() {
 		if rec := recover(); rec != nil {
 			s.inHandler = false
-			r = raw{outcome: rewritev1.Outcome_OUTCOME_POLICY_ERROR, err: fmt.Errorf("%w: the Lua VM crashed: %v", ErrPolicy, rec), meta: s.cm.take()}
+			r = raw{outcome: OutcomePolicyError, err: fmt.Errorf("%w: the Lua VM crashed: %v", ErrPolicy, rec), meta: s.cm.take()}
 			healthy = false
 		}
 	}()
@@ -177,12 +176,12 @@ func (s *state) call(in Input, timeout time.Duration) (r raw, healthy bool) {
 		var apiErr *lua.ApiError
 		switch {
 		case !healthy:
-			r.outcome, r.err = rewritev1.Outcome_OUTCOME_TIMEOUT, fmt.Errorf("%w: evaluation exceeded its %v budget", ErrTimeout, timeout)
+			r.outcome, r.err = OutcomeTimeout, fmt.Errorf("%w: evaluation exceeded its %v budget", ErrTimeout, timeout)
 		case errors.As(err, &apiErr) && apiErr.Type == lua.ApiErrorPanic:
 			healthy = false
-			r.outcome, r.err = rewritev1.Outcome_OUTCOME_POLICY_ERROR, fmt.Errorf("%w: the Lua VM crashed: %s", ErrPolicy, errorText(err))
+			r.outcome, r.err = OutcomePolicyError, fmt.Errorf("%w: the Lua VM crashed: %s", ErrPolicy, errorText(err))
 		default:
-			r.outcome, r.err = rewritev1.Outcome_OUTCOME_POLICY_ERROR, fmt.Errorf("%w: %s", ErrPolicy, errorText(err))
+			r.outcome, r.err = OutcomePolicyError, fmt.Errorf("%w: %s", ErrPolicy, errorText(err))
 		}
 		return r, healthy
 	}

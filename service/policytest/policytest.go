@@ -140,22 +140,15 @@ func recordLines(doc *yaml.Node, f *File) {
 	}
 }
 
-// ParseOutcome turns "rewritten" or "OUTCOME_REWRITTEN" into the enum value.
-func ParseOutcome(s string) (rewritev1.Outcome, error) {
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "OUTCOME_") {
-		name = "OUTCOME_" + name
+// ParseOutcome turns "rewritten" or "OUTCOME_REWRITTEN" into the outcome.
+func ParseOutcome(s string) (policy.Outcome, error) {
+	name := strings.TrimPrefix(strings.ToLower(s), "outcome_")
+	for o := policy.OutcomeUnchanged; o <= policy.OutcomeProtected; o++ {
+		if o.String() == name {
+			return o, nil
+		}
 	}
-	v, ok := rewritev1.Outcome_value[name]
-	if !ok || v == 0 {
-		return 0, fmt.Errorf("unknown outcome %q (unchanged, rewritten, policy_error, timeout, invalid_result, shadowed, protected)", s)
-	}
-	return rewritev1.Outcome(v), nil
-}
-
-// OutcomeName is the short lower-case name of an outcome, as test files write it.
-func OutcomeName(o rewritev1.Outcome) string {
-	return strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_"))
+	return 0, fmt.Errorf("unknown outcome %q (unchanged, rewritten, policy_error, timeout, invalid_result, shadowed, protected)", s)
 }
 
 // Run runs every case of the file; opts apply to every policy it compiles.
@@ -273,7 +266,7 @@ func checkCode(c *Case, resp *rewritev1.RewriteResponseResponse, err error, fail
 	case c.WantCode == "":
 		fail("expected a decision, got error %s: %s", st.Code(), st.Message())
 	case err == nil:
-		fail("expected error code %s, got a decision (outcome %s)", c.WantCode, OutcomeName(resp.Outcome))
+		fail("expected error code %s, got a decision (outcome %s)", c.WantCode, rewrite.EngineOutcome(resp.Outcome))
 	case !strings.EqualFold(st.Code().String(), c.WantCode):
 		fail("expected error code %s, got %s: %s", c.WantCode, st.Code(), st.Message())
 	case c.WantError != "" && !strings.Contains(st.Message(), c.WantError):
@@ -310,12 +303,12 @@ func (c *Case) check(resp *rewritev1.RewriteResponseResponse, fail func(string, 
 	}
 	if c.WantOutcome != "" {
 		want, _ := ParseOutcome(c.WantOutcome)
-		if resp.Outcome != want {
-			got := OutcomeName(resp.Outcome)
+		if rewrite.EngineOutcome(resp.Outcome) != want {
+			got := rewrite.EngineOutcome(resp.Outcome).String()
 			if resp.Error != "" {
 				got += fmt.Sprintf(" (error: %q)", resp.Error)
 			}
-			fail("expected outcome %s, got %s", OutcomeName(want), got)
+			fail("expected outcome %s, got %s", want, got)
 		}
 	}
 	if c.WantError != "" && !strings.Contains(resp.Error, c.WantError) {

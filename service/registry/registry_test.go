@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/rewrited/rewrited/internal/rewritedtest"
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/policy"
 )
 
@@ -110,12 +109,12 @@ func TestOpenDirServesLuaFilesOnly(t *testing.T) {
 	}
 	tests := []struct {
 		name     string
-		outcome  rewritev1.Outcome
+		outcome  policy.Outcome
 		response string
 	}{
-		{"default", rewritev1.Outcome_OUTCOME_REWRITTEN, "default"},
-		{"linked", rewritev1.Outcome_OUTCOME_REWRITTEN, "linked"},
-		{"trial", rewritev1.Outcome_OUTCOME_SHADOWED, "OK"},
+		{"default", policy.OutcomeRewritten, "default"},
+		{"linked", policy.OutcomeRewritten, "linked"},
+		{"trial", policy.OutcomeShadowed, "OK"},
 	}
 	for _, tt := range tests {
 		d, ok := reply(t, r, tt.name)
@@ -327,7 +326,7 @@ func TestReloadKeepsUnchangedShadowPolicies(t *testing.T) {
 		t.Errorf("unchanged policies compiled again: %v", got)
 	}
 	for _, name := range []string{"a", "b"} {
-		if d, _ := reply(t, r, name); d.Outcome != rewritev1.Outcome_OUTCOME_SHADOWED {
+		if d, _ := reply(t, r, name); d.Outcome != policy.OutcomeShadowed {
 			t.Errorf("%s: outcome %v, want shadowed", name, d.Outcome)
 		}
 	}
@@ -351,7 +350,7 @@ func TestCandidateBesideLivePolicy(t *testing.T) {
 	if got := len(r.Policies()); got != 1 {
 		t.Errorf("Policies() holds %d policies, want the live one only", got)
 	}
-	if d, ok := reply(t, r, "a"); !ok || d.Outcome != rewritev1.Outcome_OUTCOME_REWRITTEN || d.Response != "v1" {
+	if d, ok := reply(t, r, "a"); !ok || d.Outcome != policy.OutcomeRewritten || d.Response != "v1" {
 		t.Errorf("a answers %v %q (served %v), want v1 rewritten", d.Outcome, d.Response, ok)
 	}
 	c, ok := r.Candidate("a")
@@ -375,7 +374,7 @@ func TestCandidateBesideLivePolicy(t *testing.T) {
 	if err := r.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if d, _ := reply(t, r, "a"); d.Response != "v2" || d.Outcome != rewritev1.Outcome_OUTCOME_REWRITTEN {
+	if d, _ := reply(t, r, "a"); d.Response != "v2" || d.Outcome != policy.OutcomeRewritten {
 		t.Errorf("after the rename a answers %v %q, want v2 rewritten", d.Outcome, d.Response)
 	}
 	if _, ok := r.Candidate("a"); ok {
@@ -392,7 +391,7 @@ func TestCandidateBesideLivePolicy(t *testing.T) {
 	if err := r.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if d, ok := reply(t, r, "a"); !ok || d.Outcome != rewritev1.Outcome_OUTCOME_SHADOWED {
+	if d, ok := reply(t, r, "a"); !ok || d.Outcome != policy.OutcomeShadowed {
 		t.Errorf("a alone in shadow: %v (served %v), want shadowed", d.Outcome, ok)
 	}
 	if _, ok := r.Candidate("a"); ok {

@@ -17,9 +17,7 @@ import (
 	"strings"
 	"sync"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/decisionlog"
-	"github.com/rewrited/rewrited/service/metrics"
 	"github.com/rewrited/rewrited/service/policy"
 	"github.com/rewrited/rewrited/service/shadow"
 )
@@ -294,7 +292,7 @@ func (pt *partial) replay(ctx context.Context, p *policy.Policy, only, name stri
 		pt.rep.Replayed++
 		pt.policies[l.Policy] = true
 		d := p.Evaluate(ctx, in)
-		if d.Outcome == rewritev1.Outcome_OUTCOME_TIMEOUT {
+		if d.Outcome == policy.OutcomeTimeout {
 			// Once more: on a busy machine a descheduled evaluation runs out
 			// of its budget too, and a runaway policy times out again.
 			d = p.Evaluate(ctx, in)
@@ -310,13 +308,13 @@ func (pt *partial) replay(ctx context.Context, p *policy.Policy, only, name stri
 			pt.rep.Protected++
 		case Broken:
 			pt.rep.Broken++
-			pt.rep.BrokenBy[metrics.OutcomeLabel(d.Outcome)]++
+			pt.rep.BrokenBy[d.Outcome.String()]++
 		}
 		ex := Example{
 			Source:    source,
 			Recorded:  Reply{l.Reply.Status, l.Reply.Response},
 			Candidate: Reply{d.Status, d.Response},
-			Outcome:   metrics.OutcomeLabel(d.Outcome),
+			Outcome:   d.Outcome.String(),
 			seq:       b.seq + uint64(i),
 		}
 		if l.Command != nil {
@@ -350,11 +348,11 @@ func input(r *decisionlog.Record) (policy.Input, error) {
 // failure or a DATA-guard refusal the recorded decision shared is judged by
 // its reply, so that replaying the live policy itself finds no difference.
 func classify(r *decisionlog.Record, d policy.Decision) string {
-	outcome := metrics.OutcomeLabel(d.Outcome)
+	outcome := d.Outcome.String()
 	switch {
 	case shadow.Failed(d.Outcome) && outcome != r.Outcome:
 		return Broken
-	case d.Outcome == rewritev1.Outcome_OUTCOME_PROTECTED && outcome != r.Outcome:
+	case d.Outcome == policy.OutcomeProtected && outcome != r.Outcome:
 		return Protected
 	case d.Status == r.Reply.Status && d.Response == r.Reply.Response:
 		return Same

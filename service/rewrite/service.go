@@ -152,6 +152,29 @@ func evaluateTraced(ctx context.Context, call trace.Span, p *policy.Policy, in p
 	return d
 }
 
+// outcomes maps the engine's outcomes to the API's: the one place the
+// engine meets the wire types.
+var outcomes = map[policy.Outcome]rewritev1.Outcome{
+	policy.OutcomeUnspecified:   rewritev1.Outcome_OUTCOME_UNSPECIFIED,
+	policy.OutcomeUnchanged:     rewritev1.Outcome_OUTCOME_UNCHANGED,
+	policy.OutcomeRewritten:     rewritev1.Outcome_OUTCOME_REWRITTEN,
+	policy.OutcomePolicyError:   rewritev1.Outcome_OUTCOME_POLICY_ERROR,
+	policy.OutcomeTimeout:       rewritev1.Outcome_OUTCOME_TIMEOUT,
+	policy.OutcomeInvalidResult: rewritev1.Outcome_OUTCOME_INVALID_RESULT,
+	policy.OutcomeShadowed:      rewritev1.Outcome_OUTCOME_SHADOWED,
+	policy.OutcomeProtected:     rewritev1.Outcome_OUTCOME_PROTECTED,
+}
+
+// EngineOutcome is the engine's outcome an API outcome stands for.
+func EngineOutcome(o rewritev1.Outcome) policy.Outcome {
+	for engine, api := range outcomes {
+		if api == o {
+			return engine
+		}
+	}
+	return policy.OutcomeUnspecified
+}
+
 func (s *Service) response(p *policy.Policy, d *policy.Decision) *rewritev1.RewriteResponseResponse {
 	resp := &rewritev1.RewriteResponseResponse{
 		Status:          uint32(d.Status),
@@ -159,7 +182,7 @@ func (s *Service) response(p *policy.Policy, d *policy.Decision) *rewritev1.Rewr
 		Rewritten:       d.Rewritten,
 		CloseConnection: d.CloseConnection,
 		PolicyVersion:   p.Version(),
-		Outcome:         d.Outcome,
+		Outcome:         outcomes[d.Outcome],
 	}
 	if d.Err != nil {
 		resp.Error = d.Err.Error()

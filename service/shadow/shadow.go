@@ -13,9 +13,7 @@ import (
 	"sync"
 	"time"
 
-	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	"github.com/rewrited/rewrited/service/decisionlog"
-	"github.com/rewrited/rewrited/service/metrics"
 	"github.com/rewrited/rewrited/service/policy"
 )
 
@@ -149,10 +147,10 @@ func (s *Shadow) compare(j job) {
 		attrs = append(attrs, slog.String("command", decisionlog.Command(*j.in.Command)))
 	}
 	attrs = append(attrs,
-		slog.String("live_outcome", metrics.OutcomeLabel(j.live.Outcome)),
+		slog.String("live_outcome", j.live.Outcome.String()),
 		slog.Int("live_status", liveReply.Status),
 		slog.String("live_response", decisionlog.Text(liveReply.Response)),
-		slog.String("shadow_outcome", metrics.OutcomeLabel(cand.Outcome)),
+		slog.String("shadow_outcome", cand.Outcome.String()),
 		slog.Int("shadow_status", candReply.Status),
 		slog.String("shadow_response", decisionlog.Text(candReply.Response)))
 	if cand.Err != nil {
@@ -176,9 +174,9 @@ func Compare(live, candidate policy.Decision) string {
 }
 
 // Failed reports whether an outcome is a failed evaluation.
-func Failed(o rewritev1.Outcome) bool {
+func Failed(o policy.Outcome) bool {
 	switch o {
-	case rewritev1.Outcome_OUTCOME_POLICY_ERROR, rewritev1.Outcome_OUTCOME_TIMEOUT, rewritev1.Outcome_OUTCOME_INVALID_RESULT:
+	case policy.OutcomePolicyError, policy.OutcomeTimeout, policy.OutcomeInvalidResult:
 		return true
 	}
 	return false
@@ -187,7 +185,7 @@ func Failed(o rewritev1.Outcome) bool {
 // Answer is the reply a decision stands for: the rewrite shadow mode
 // proposed, else the reply sent.
 func Answer(d policy.Decision) policy.Reply {
-	if d.Outcome == rewritev1.Outcome_OUTCOME_SHADOWED && d.Proposed != nil {
+	if d.Outcome == policy.OutcomeShadowed && d.Proposed != nil {
 		return *d.Proposed
 	}
 	return d.Reply
