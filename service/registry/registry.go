@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/rewrited/rewrited/service/policy"
-	"github.com/rewrited/rewrited/service/rewrite"
 )
 
 // Policy file suffixes in a directory: NAME.lua is served as NAME, and
@@ -153,7 +152,7 @@ func (r *Registry) Names() []string {
 	m := *r.cur.Load()
 	names := make([]string, 0, len(m))
 	for name := range m {
-		if rewrite.ValidPolicyName(name) {
+		if policy.ValidName(name) {
 			names = append(names, name)
 		}
 	}
@@ -333,9 +332,9 @@ func (r *Registry) scan() ([]source, []error) {
 	case r.cfg.Dir != "":
 		return r.scanDir()
 	case r.cfg.Src != nil:
-		return []source{{name: rewrite.DefaultPolicy, file: r.cfg.File, shadow: r.cfg.Options.Shadow, src: r.cfg.Src}}, nil
+		return []source{{name: policy.DefaultName, file: r.cfg.File, shadow: r.cfg.Options.Shadow, src: r.cfg.Src}}, nil
 	default:
-		s := source{name: rewrite.DefaultPolicy, file: r.cfg.File, shadow: r.cfg.Options.Shadow}
+		s := source{name: policy.DefaultName, file: r.cfg.File, shadow: r.cfg.Options.Shadow}
 		s.src, s.err = readPolicy(s.file, r.cfg.MaxPolicyBytes)
 		return []source{s}, nil
 	}
@@ -367,7 +366,7 @@ func (r *Registry) scanDir() ([]source, []error) {
 		if s.candidate {
 			s.shadow = r.cfg.Options.Shadow
 		}
-		if !rewrite.ValidPolicyName(name) {
+		if !policy.ValidName(name) {
 			r.skip(e, s.file, skipped)
 			continue
 		}

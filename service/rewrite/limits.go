@@ -1,8 +1,6 @@
 package rewrite
 
 import (
-	"regexp"
-
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -18,7 +16,6 @@ import (
 const (
 	DefaultMaxResponseBytes = 128 << 10
 	DefaultMaxCommandBytes  = 16 << 10
-	maxPolicyNameBytes      = 128
 )
 
 // Limits bound the fields of a request.
@@ -36,8 +33,6 @@ func (l Limits) withDefaults() Limits {
 	}
 	return l
 }
-
-var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // input checks a request and converts it for the engine. Every error is
 // InvalidArgument and names the field.
@@ -60,14 +55,8 @@ func (l Limits) input(req *wirev1.LazyRewriteRequest) (policy.Input, error) {
 	if len(req.GetCommand()) > l.MaxCommandBytes {
 		return policy.Input{}, status.Errorf(codes.InvalidArgument, "command: %d bytes, the limit is %d", len(req.GetCommand()), l.MaxCommandBytes)
 	}
-	if name := req.GetPolicy(); name != "" && !ValidPolicyName(name) {
-		return policy.Input{}, status.Errorf(codes.InvalidArgument, "policy: %q is not a policy name (letters, digits, '_', '-', '.'; at most %d bytes)", policy.BoundText(name, policy.MaxEchoBytes), maxPolicyNameBytes)
+	if name := req.GetPolicy(); name != "" && !policy.ValidName(name) {
+		return policy.Input{}, status.Errorf(codes.InvalidArgument, "policy: %q is not a policy name (letters, digits, '_', '-', '.'; at most %d bytes)", policy.BoundText(name, policy.MaxEchoBytes), policy.MaxNameBytes)
 	}
 	return policy.Input{Status: code, Response: text, Command: req.Command, Meta: req.GetConnMeta()}, nil
-}
-
-// ValidPolicyName reports whether name can be asked for in a request's
-// policy field.
-func ValidPolicyName(name string) bool {
-	return len(name) <= maxPolicyNameBytes && policyNameRE.MatchString(name)
 }

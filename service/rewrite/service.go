@@ -22,7 +22,7 @@ import (
 )
 
 // DefaultPolicy is the name an empty policy field selects.
-const DefaultPolicy = "default"
+const DefaultPolicy = policy.DefaultName
 
 // Resolver finds the policy a request names.
 type Resolver interface {
