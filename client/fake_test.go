@@ -134,9 +134,11 @@ func refusedAddr(t testing.TB) string {
 	return addr
 }
 
+// newClient gives calls a budget no busy machine runs out of, unless opts
+// set one: a test about timeouts says so.
 func newClient(t testing.TB, target string, opts ...Option) *Client {
 	t.Helper()
-	c, err := New(target, opts...)
+	c, err := New(target, append([]Option{WithTimeout(10 * time.Second)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
