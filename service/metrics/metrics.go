@@ -18,9 +18,15 @@ import (
 	"github.com/rewrited/rewrited/service/policy"
 )
 
-// Buckets of the time histograms, in seconds: an evaluation typically takes
-// tens of microseconds, and its budget is tens of milliseconds.
+// Buckets of the call-time histogram, in seconds: a call spends most of
+// its time in the transport, and its budget is around a hundred
+// milliseconds.
 var Buckets = []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3}
+
+// EvalBuckets are those of the evaluation-time histogram: they start below
+// a microsecond, since a typical evaluation takes about one, and end at
+// the evaluation budget's order.
+var EvalBuckets = []float64{0.5e-6, 1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3}
 
 // PolicySource lists the policies currently served.
 type PolicySource interface {
@@ -65,7 +71,7 @@ func New() *Metrics {
 		eval: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "rewrited_eval_seconds",
 			Help:    "Time to evaluate a policy for one reply.",
-			Buckets: Buckets,
+			Buckets: EvalBuckets,
 		}, []string{"policy"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rewrited_policy_reloads_total",
