@@ -244,7 +244,7 @@ func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics, onRe
 			Logger:      logger,
 			LuaPath:     *cfg.luaPath,
 			// One idle state per call admitted: a call that finds the pool
-			// empty builds a state, which costs as much as ~20 evaluations.
+			// empty builds a state, which costs many evaluations' time.
 			PoolSize:      cfg.maxConcurrent,
 			MaxStateBytes: cfg.maxStateBytes,
 		},

@@ -113,8 +113,7 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 		// server hold every reply; bound the streams per connection.
 		grpc.MaxConcurrentStreams(maxStreams(cfg.MaxConcurrent)),
 		// Reused workers keep the stacks a Lua evaluation grows; a goroutine
-		// per call would copy its stack up from 8 KiB on every call (a tenth
-		// of the server's CPU at 64 calls in flight).
+		// per call would grow its stack anew, by copying, on every call.
 		grpc.NumStreamWorkers(streamWorkers(cfg.MaxConcurrent)),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(cfg.Stream...),
