@@ -106,7 +106,7 @@ func TestServerSpanContinuesTheCallersTrace(t *testing.T) {
 		want := map[attribute.Key]string{
 			"rewrited.policy.name":    "default",
 			"rewrited.policy.version": p.Version(),
-			"rewrited.outcome":        rewritev1.Outcome_OUTCOME_REWRITTEN.String(),
+			"rewrited.outcome":        policy.OutcomeRewritten.String(),
 		}
 		for k, v := range want {
 			if got := attrs[k].AsString(); got != v {

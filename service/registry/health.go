@@ -51,10 +51,16 @@ func (r *Registry) RefusedPolicies() map[string]bool {
 	return out
 }
 
-// settle records the refusals of a reload, logs a change of readiness and
-// tells Config.OnReload.
-func (r *Registry) settle(refused map[string]Refusal) {
+// settle publishes the refusals, logs a change of readiness and tells
+// Config.OnReload; it is called with mu held after every change, and waits
+// for the last compilation running, since readiness is told of a whole
+// reload.
+func (r *Registry) settle() {
+	if len(r.pending) > 0 {
+		return
+	}
 	wasReady := r.Ready()
+	refused := maps.Clone(r.refusals)
 	r.refused.Store(&refused)
 	ready := r.Ready()
 	switch {

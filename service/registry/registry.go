@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -67,13 +68,20 @@ const (
 type Registry struct {
 	cfg Config
 	cur atomic.Pointer[map[string]*policy.Policy]
-	mu  sync.Mutex // serialises reloads
+	// mu guards the swaps of cur and the fields below; it is never held
+	// while a policy compiles.
+	mu sync.Mutex
+	// pending holds, by key, the compilation whose result is to be served.
+	pending map[string]*task
 	// failed remembers, by file, the version that last failed to compile
 	// and why, so that an unchanged broken file is not compiled again on
-	// every reload. Guarded by mu.
+	// every reload.
 	failed map[string]failure
-	// refused holds the policies whose file the last reload refused.
-	refused atomic.Pointer[map[string]Refusal]
+	// refusals holds the policies whose current file failed to load, and
+	// refused a copy of it that readers load without the lock.
+	refusals map[string]Refusal
+	refused  atomic.Pointer[map[string]Refusal]
+	closed   bool
 	// skipped remembers the files whose name cannot be served, so each is
 	// reported once until it changes.
 	skipped map[string]time.Time
@@ -122,7 +130,7 @@ func Open(cfg Config) (*Registry, error) {
 	if cfg.CompileTimeout <= 0 {
 		cfg.CompileTimeout = DefaultCompileTimeout
 	}
-	r := &Registry{cfg: cfg, failed: map[string]failure{}, skipped: map[string]time.Time{}}
+	r := &Registry{cfg: cfg, pending: map[string]*task{}, failed: map[string]failure{}, refusals: map[string]Refusal{}, skipped: map[string]time.Time{}}
 	r.cur.Store(&map[string]*policy.Policy{})
 	r.refused.Store(&map[string]Refusal{})
 	if cfg.Dir != "" {
@@ -173,94 +181,183 @@ func (r *Registry) Policies() []*policy.Policy {
 	return ps
 }
 
-// Close releases every policy's idle Lua states.
+// Close releases every policy's idle Lua states; a compilation still
+// running closes its policy when it ends.
 func (r *Registry) Close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.closed = true
 	for _, p := range *r.cur.Swap(&map[string]*policy.Policy{}) {
 		p.Close()
 	}
 }
 
+// task is one policy file compiling outside the registry's lock. The
+// newest task of a key is the one whose policy is swapped in; an older one
+// that ends after it was superseded closes its policy.
+type task struct {
+	s       source
+	version string // digest of s.src
+	done    chan struct{}
+	err     error // why it failed; set before done is closed
+}
+
 // Reload scans the files again and swaps in what changed: a changed file,
-// or one whose modules changed, is compiled and warmed before the swap, a
-// removed file stops being served, an unchanged one keeps its policy. A policy that fails to load keeps its
-// old version; the failures are returned joined. The replaced policies are
-// closed after the swap, so evaluations already running on them finish.
+// or one whose modules changed, is compiled and warmed before it is swapped
+// in, a removed file stops being served, an unchanged one keeps its policy.
+// A policy that fails to load keeps its old version. Compilations run
+// outside the registry's lock, each swapped in as soon as it is ready, so a
+// slow policy delays no other policy's change; a reload that finds the same
+// text already compiling waits for that compilation rather than starting
+// another. Reload returns once its compilations have ended, with the
+// failures joined. The replaced policies are closed after the swap, so
+// evaluations already running on them finish.
 func (r *Registry) Reload() error {
+	tasks, errs := r.plan()
+	for _, t := range tasks {
+		<-t.done
+		if t.err != nil {
+			errs = append(errs, t.err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// plan scans the files and, under the lock, applies what needs no
+// compilation (removals, unchanged files, failures already known) and
+// starts or joins a compilation for each changed file.
+func (r *Registry) plan() ([]*task, []error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	found, errs := r.scan()
-	old := *r.cur.Load()
-	next := make(map[string]*policy.Policy, len(found))
-	refused := map[string]Refusal{}
 	if len(errs) > 0 && found == nil {
 		// The directory itself could not be read: keep everything.
-		for name, p := range old {
-			next[name] = p
-		}
-		refused = *r.refused.Load()
+		r.settle()
+		return nil, errs
 	}
+	cur := *r.cur.Load()
+	wanted := make(map[string]bool, len(found))
+	var tasks []*task
 	for _, s := range found {
-		prev := old[s.key()]
+		key := s.key()
+		wanted[key] = true
+		prev := cur[key]
+		version := policy.Version(s.src)
 		if s.err == nil && prev != nil && prev.File() == s.file && prev.Options().Shadow == s.shadow && !prev.Stale(s.src) {
-			next[s.key()] = prev
+			delete(r.pending, key) // whatever else was compiling for it is outdated
+			r.accept(s)
 			continue
 		}
-		if f, ok := r.failed[s.file]; ok && s.err == nil && f.version == policy.Version(s.src) {
+		if t := r.pending[key]; t != nil && s.err == nil && t.s.err == nil && t.version == version && t.s.file == s.file && t.s.shadow == s.shadow {
+			tasks = append(tasks, t)
+			continue
+		}
+		if f, ok := r.failed[s.file]; ok && s.err == nil && f.version == version {
 			// Refused already, and logged and counted then.
+			delete(r.pending, key)
 			errs = append(errs, f.err)
-			s.refuse(refused, f.err, prev != nil)
-			if prev != nil {
-				next[s.key()] = prev
-			}
+			r.refuse(s, f.err, prev != nil)
 			continue
 		}
-		p, err := s.compile(r.cfg)
-		if r.cfg.OnLoad != nil {
-			r.cfg.OnLoad(s.name, err)
+		t := &task{s: s, version: version, done: make(chan struct{})}
+		r.pending[key] = t
+		tasks = append(tasks, t)
+		go r.run(t)
+	}
+	for key := range r.pending {
+		if !wanted[key] {
+			delete(r.pending, key)
 		}
-		delete(r.failed, s.file)
-		if s.err == nil && failsAgain(err) {
-			r.failed[s.file] = failure{policy.Version(s.src), err}
+	}
+	for name := range r.refusals {
+		if !wanted[name] {
+			delete(r.refusals, name)
 		}
-		if err != nil {
-			errs = append(errs, err)
-			s.refuse(refused, err, prev != nil)
-			if prev == nil {
-				r.cfg.Logger.Error("policy refused: not served", "policy", s.name, "file", s.file, "error", err.Error())
-				continue
-			}
+	}
+	var removed []*policy.Policy
+	next := make(map[string]*policy.Policy, len(cur))
+	for key, p := range cur {
+		if wanted[key] {
+			next[key] = p
+			continue
+		}
+		r.cfg.Logger.Info("policy removed", "policy", p.Name(), "file", p.File(), "version", p.Version(), "candidate", key != p.Name())
+		removed = append(removed, p)
+	}
+	if len(removed) > 0 {
+		r.cur.Store(&next)
+		for _, p := range removed {
+			p.Close()
+		}
+	}
+	r.settle()
+	return tasks, errs
+}
+
+// run compiles t's policy, then, under the lock, swaps it in unless a
+// newer scan superseded t meanwhile.
+func (r *Registry) run(t *task) {
+	p, err := t.s.compile(r.cfg)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer close(t.done)
+	t.err = err
+	s := t.s
+	if r.cfg.OnLoad != nil {
+		r.cfg.OnLoad(s.name, err)
+	}
+	if r.pending[s.key()] != t || r.closed {
+		// A newer text, a removal or Close came while it compiled.
+		if p != nil {
+			p.Close()
+		}
+		return
+	}
+	delete(r.pending, s.key())
+	cur := *r.cur.Load()
+	prev := cur[s.key()]
+	delete(r.failed, s.file)
+	if s.err == nil && failsAgain(err) {
+		r.failed[s.file] = failure{t.version, err}
+	}
+	if err != nil {
+		r.refuse(s, err, prev != nil)
+		if prev == nil {
+			r.cfg.Logger.Error("policy refused: not served", "policy", s.name, "file", s.file, "error", err.Error())
+		} else {
 			r.cfg.Logger.Error("policy refused: the previous version keeps serving", "policy", s.name, "file", s.file, "error", err.Error(), "version", prev.Version())
-			next[s.key()] = prev
-			continue
 		}
-		attrs := []any{"policy", s.name, "file", s.file, "version", p.Version(), "shadow", p.Options().Shadow, "candidate", s.candidate}
-		if prev != nil {
-			attrs = append(attrs, "previous_version", prev.Version())
-		}
-		r.cfg.Logger.Info("policy loaded", attrs...)
-		next[s.key()] = p
+		r.settle()
+		return
 	}
+	attrs := []any{"policy", s.name, "file", s.file, "version", p.Version(), "shadow", p.Options().Shadow, "candidate", s.candidate}
+	if prev != nil {
+		attrs = append(attrs, "previous_version", prev.Version())
+	}
+	r.cfg.Logger.Info("policy loaded", attrs...)
+	next := maps.Clone(cur)
+	next[s.key()] = p
 	r.cur.Store(&next)
-	for key, p := range old {
-		if next[key] == p {
-			continue
-		}
-		if _, ok := next[key]; !ok {
-			r.cfg.Logger.Info("policy removed", "policy", p.Name(), "file", p.File(), "version", p.Version(), "candidate", key != p.Name())
-		}
-		p.Close()
+	if prev != nil {
+		prev.Close()
 	}
-	r.settle(refused)
-	return errors.Join(errs...)
+	r.accept(s)
+	r.settle()
+}
+
+// accept records that s is served as it is: whatever an earlier version
+// of its file failed with no longer stands.
+func (r *Registry) accept(s source) {
+	if !s.candidate {
+		delete(r.refusals, s.name)
+	}
 }
 
 // refuse records that s failed to load. A candidate's failure leaves the
 // replica ready: candidates answer no request.
-func (s source) refuse(refused map[string]Refusal, err error, serving bool) {
+func (r *Registry) refuse(s source, err error, serving bool) {
 	if !s.candidate {
-		refused[s.name] = Refusal{Policy: s.name, File: s.file, Err: err, Serving: serving}
+		r.refusals[s.name] = Refusal{Policy: s.name, File: s.file, Err: err, Serving: serving}
 	}
 }
 

@@ -669,3 +669,47 @@ func TestBrokenCandidateKeepsReady(t *testing.T) {
 		t.Errorf("the candidate's error is not logged:\n%s", logs)
 	}
 }
+
+// TestSlowCompileHoldsNoOtherChange: a policy that takes seconds to
+// compile is compiled outside the registry's lock, so another policy's edit
+// is served meanwhile, and a newer edit of the slow policy itself replaces
+// it without waiting for it; the slow compilation, superseded, is dropped.
+func TestSlowCompileHoldsNoOtherChange(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.lua"), filepath.Join(dir, "b.lua")
+	write(t, a, rewriteTo("a1"))
+	write(t, b, rewriteTo("b1"))
+	r, _, _ := open(t, Config{Dir: dir, Options: policy.Options{LoadTimeout: time.Minute}})
+	compiling := func(key string) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.pending[key] != nil
+	}
+
+	// Every state of it runs the top level: seconds per state.
+	write(t, a, "local t = os.clock()\nwhile os.clock() - t < 4 do end\n"+rewriteTo("a2"))
+	slow := make(chan error, 1)
+	go func() { slow <- r.Reload() }()
+	waitFor(t, "a is compiling", func() bool { return compiling("a") })
+
+	write(t, b, rewriteTo("b2"))
+	go func() { _ = r.Reload() }() // waits for a's compilation too, but swaps b in first
+	waitFor(t, "b serves its edit", answers(t, r, "b", "b2"))
+	if !compiling("a") {
+		t.Fatal("a finished compiling before b's edit was served: the test proves nothing")
+	}
+
+	write(t, a, rewriteTo("a3"))
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := reply(t, r, "a"); d.Response != "a3" {
+		t.Errorf("a answers %q while its slow version compiles, want the newer a3", d.Response)
+	}
+	if err := <-slow; err != nil {
+		t.Errorf("the reload of the slow version: %v", err)
+	}
+	if d, _ := reply(t, r, "a"); d.Response != "a3" {
+		t.Errorf("once the slow version compiled, a answers %q, want a3: a superseded compilation was swapped in", d.Response)
+	}
+}
