@@ -17,7 +17,6 @@ var featureHints = map[string]string{
 	">>":      "shifts are Lua 5.3+; in Lua 5.1 write math.floor(x / 2^n)",
 	"<const>": "local attributes are Lua 5.4; drop <const> and write a plain local",
 	"<close>": "to-be-closed variables are Lua 5.4; call the close function explicitly",
-	`\u{...}`: `the \u{XXXX} escape is Lua 5.3+; write utf8.char(0xXXXX) or the UTF-8 bytes as \ddd escapes`,
 }
 
 func (f feature) hint() string { return featureHints[f.name] }
@@ -52,12 +51,7 @@ func scanLua54(src []byte) []feature {
 			for i++; i < len(src) && src[i] != c && src[i] != '\n'; i++ {
 				if src[i] == '\\' && i+1 < len(src) {
 					i++
-					switch src[i] {
-					case 'u':
-						if i+1 < len(src) && src[i+1] == '{' {
-							add(`\u{...}`)
-						}
-					case '\n':
+					if src[i] == '\n' {
 						line++
 					}
 				}
