@@ -22,7 +22,7 @@ var featureHints = map[string]string{
 func (f feature) hint() string { return featureHints[f.name] }
 
 // scanLua54 lexes src just enough to skip comments and strings, and reports
-// the Lua 5.3/5.4-only operators, attributes and escapes it contains, so a
+// the Lua 5.3/5.4-only operators and attributes it contains, so a
 // load error can say what to write instead.
 func scanLua54(src []byte) []feature {
 	var found []feature
@@ -34,15 +34,7 @@ func scanLua54(src []byte) []feature {
 		case c == '\n':
 			line++
 		case c == '-' && i+1 < len(src) && src[i+1] == '-':
-			i += 2
-			if level, ok := longBracket(src, i); ok {
-				i = skipLong(src, i, level, &line)
-			} else {
-				for i < len(src) && src[i] != '\n' {
-					i++
-				}
-				i-- // let the loop count the newline
-			}
+			i = skipComment(src, i, &line)
 		case c == '[':
 			if level, ok := longBracket(src, i); ok {
 				i = skipLong(src, i, level, &line)
@@ -79,6 +71,19 @@ func scanLua54(src []byte) []feature {
 		}
 	}
 	return found
+}
+
+// skipComment skips the comment whose "--" is at i and returns the index of
+// its last byte, short of a closing newline so the caller counts it.
+func skipComment(src []byte, i int, line *int) int {
+	i += 2
+	if level, ok := longBracket(src, i); ok {
+		return skipLong(src, i, level, line)
+	}
+	for i < len(src) && src[i] != '\n' {
+		i++
+	}
+	return i - 1
 }
 
 // longBracket reports whether a long bracket ([[, [==[ ...) opens at i and

@@ -48,18 +48,10 @@ func prepass(src []byte) ([]byte, *prepassError) {
 		case c == '\n':
 			line++
 		case c == '-' && i+1 < len(src) && src[i+1] == '-':
-			i += 2
-			if level, ok := longBracket(src, i); ok {
-				i = skipLong(src, i, level, &line)
-				continue
+			if _, long := longBracket(src, i+2); !long && i+2 < len(src) && src[i+2] == '[' {
+				edit(i+2, i+3, " ")
 			}
-			if i < len(src) && src[i] == '[' {
-				edit(i, i+1, " ")
-			}
-			for i < len(src) && src[i] != '\n' {
-				i++
-			}
-			i--
+			i = skipComment(src, i, &line)
 		case c == '[':
 			if level, ok := longBracket(src, i); ok {
 				i = skipLong(src, i, level, &line)

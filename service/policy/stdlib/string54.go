@@ -104,22 +104,15 @@ func mapASCII(s string, f func(byte) byte) string {
 	return s
 }
 
-func strUpper(L *lua.LState) int {
-	s := checkString(L, 1, "upper")
-	L.Push(lua.LString(mapASCII(s, func(c byte) byte {
-		if c >= 'a' && c <= 'z' {
-			return c - 'a' + 'A'
-		}
-		return c
-	})))
-	return 1
-}
+func strUpper(L *lua.LState) int { return mapCase(L, "upper", 'a', 'A') }
+func strLower(L *lua.LState) int { return mapCase(L, "lower", 'A', 'a') }
 
-func strLower(L *lua.LState) int {
-	s := checkString(L, 1, "lower")
+// mapCase turns the 26 ASCII letters starting at from into those starting at to.
+func mapCase(L *lua.LState, fname string, from, to byte) int {
+	s := checkString(L, 1, fname)
 	L.Push(lua.LString(mapASCII(s, func(c byte) byte {
-		if c >= 'A' && c <= 'Z' {
-			return c - 'A' + 'a'
+		if c >= from && c < from+26 {
+			return c - from + to
 		}
 		return c
 	})))
