@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
+	"github.com/yuin/gopher-lua/parse"
 )
 
 // openBase54 replaces the basic functions whose gopher-lua versions differ from
@@ -30,10 +31,52 @@ func (b *lib) openBase54(L *lua.LState) {
 		"rawlen":       baseRawLen,
 		"xpcall":       baseXpcall,
 	})
-	setFuncs(L, globalTable(L, "coroutine"), map[string]lua.LGFunction{
+	co := globalTable(L, "coroutine")
+	setFuncs(L, co, map[string]lua.LGFunction{
 		"running":     coRunning,
 		"isyieldable": coIsYieldable,
 	})
+	for _, name := range []string{"create", "wrap"} {
+		if orig, ok := co.RawGetString(name).(*lua.LFunction); ok {
+			co.RawSetString(name, L.NewFunction(coWithLuaBody(name, orig)))
+		}
+	}
+}
+
+// trampolineProto is a Lua function that makes a Lua closure calling a given
+// function: gopher-lua loses the results of a Go function run directly as a
+// coroutine body (coroutine.wrap(string.gmatch(...)) returned nothing).
+var trampolineProto = func() *lua.FunctionProto {
+	chunk, err := parse.Parse(strings.NewReader("local f = ... return function(...) return f(...) end"), "=trampoline")
+	if err != nil {
+		panic(err)
+	}
+	proto, err := lua.Compile(chunk, "=trampoline")
+	if err != nil {
+		panic(err)
+	}
+	return proto
+}()
+
+// coWithLuaBody wraps coroutine.create or coroutine.wrap so that a Go function
+// body runs inside a Lua closure.
+func coWithLuaBody(fname string, orig *lua.LFunction) lua.LGFunction {
+	return func(L *lua.LState) int {
+		fn, ok := L.Get(1).(*lua.LFunction)
+		if !ok {
+			typeError(L, 1, fname, "function")
+		}
+		if fn.IsG {
+			L.Push(L.NewFunctionFromProto(trampolineProto))
+			L.Push(fn)
+			L.Call(1, 1)
+			L.Replace(1, L.Get(-1))
+			L.Pop(1)
+		}
+		L.Insert(orig, 1)
+		L.Call(L.GetTop()-1, lua.MultRet)
+		return L.GetTop()
+	}
 }
 
 // baseXpcall is xpcall(f, msgh, ...), passing the extra arguments to f as Lua 5.2+ does.

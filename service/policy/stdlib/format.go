@@ -203,10 +203,16 @@ func (b *lib) formatItem(L *lua.LState, out *strings.Builder, sp spec, arg int) 
 	}
 }
 
-// toString is luaL_tolstring: the __tostring metamethod must produce a string.
+// toString is luaL_tolstring: the __tostring metamethod must produce a string, and
+// a __name metafield names the type.
 func toString(L *lua.LState, v lua.LValue) string {
 	if n, ok := v.(lua.LNumber); ok {
 		return luaNumberString(float64(n))
+	}
+	if L.GetMetaField(v, "__tostring") == lua.LNil {
+		if name, ok := L.GetMetaField(v, "__name").(lua.LString); ok {
+			return string(name) + ": " + pointerString(v)
+		}
 	}
 	r := L.ToStringMeta(v)
 	if !lua.LVCanConvToString(r) {
