@@ -99,17 +99,22 @@ func tableMove(L *lua.LState) int {
 		if t > maxInt64-n+1 {
 			argError(L, 4, fname, "destination wrap around")
 		}
-		if n > maxLoopItems {
-			argError(L, 3, fname, "too many elements to move")
+		// Past maxLoopItems elements the move stops with an error, after the
+		// accesses Lua 5.4 would have made by then.
+		tooMany := func(i int64) {
+			if i >= maxLoopItems {
+				argError(L, 3, fname, "too many elements to move")
+			}
+			checkCtx(L, int(i))
 		}
 		if t > e || t <= f || src != to {
 			for i := int64(0); i < n; i++ {
-				checkCtx(L, int(i))
+				tooMany(i)
 				L.SetTable(to, lua.LNumber(t+i), L.GetTable(src, lua.LNumber(f+i)))
 			}
 		} else {
 			for i := n - 1; i >= 0; i-- {
-				checkCtx(L, int(i))
+				tooMany(n - 1 - i)
 				L.SetTable(to, lua.LNumber(t+i), L.GetTable(src, lua.LNumber(f+i)))
 			}
 		}

@@ -46,12 +46,23 @@ func rawIndex(t *lua.LTable, i int64) lua.LValue {
 
 const maxInt32 = 1<<31 - 1
 
-// tableLen is the length, honouring __len.
+// tableLen is luaL_len: the length, honouring __len, whose result must be an
+// integer.
 func tableLen(L *lua.LState, t *lua.LTable) int64 {
-	if t.Metatable == lua.LNil {
+	mm := L.GetMetaField(t, "__len")
+	if mm == lua.LNil {
 		return int64(t.Len())
 	}
-	return int64(L.ObjLen(t))
+	L.Push(mm)
+	L.Push(t)
+	L.Call(1, 1)
+	n, ok := L.Get(-1).(lua.LNumber)
+	L.Pop(1)
+	i, isInt := toInteger(float64(n))
+	if !ok || !isInt {
+		raise(L, "object length is not an integer")
+	}
+	return i
 }
 
 func tableInsert(L *lua.LState) int {
