@@ -75,6 +75,7 @@ func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
 	b.openString54(L)
 	b.openTable54(L)
 	b.openMath54(L)
+	b.openPack(L)
 	if kumo == nil {
 		kumo = L.NewTable()
 		L.SetGlobal("kumo", kumo)
