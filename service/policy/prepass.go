@@ -94,12 +94,13 @@ func isHexByte(c byte) bool {
 func hexNumeral(num string) (string, bool) {
 	digits := num[2:]
 	if !strings.ContainsAny(digits, ".pP") {
-		u, err := strconv.ParseUint(digits, 16, 64)
-		if err != nil && len(strings.TrimLeft(digits, "0")) > 16 {
+		long := len(strings.TrimLeft(digits, "0")) > 16
+		if long {
 			// Lua 5.4 keeps the low 64 bits.
-			u, err = strconv.ParseUint(digits[len(digits)-16:], 16, 64)
+			digits = digits[len(digits)-16:]
 		}
-		if err != nil || u <= 1<<63-1 {
+		u, err := strconv.ParseUint(digits, 16, 64)
+		if err != nil || u <= 1<<63-1 && !long {
 			return "", false
 		}
 		return "(" + strconv.FormatInt(int64(u), 10) + ")", true

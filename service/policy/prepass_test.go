@@ -26,7 +26,7 @@ func TestPrepass(t *testing.T) {
 		{name: "escaped backslash before x", src: `return '\\x41'`, want: `\x41`},
 		{name: "long strings are left alone", src: `return [[\x41]]`, want: `\x41`},
 		{name: "hex float numerals", src: "return 0x1p4, 0xA.8, 0x.8, 0x1P-1", want: "16\t10.5\t0.5\t0.5"},
-		{name: "hex integers wrap around", src: "return 0xffffffffffffffff, 0x8000000000000000 == -2^63", want: "-1\ttrue"},
+		{name: "hex integers wrap around", src: "return 0xffffffffffffffff, 0x8000000000000000 == -2^63, 0x10000000000000001", want: "-1\ttrue\t1"},
 		{name: "names ending in 0 are not numerals", src: "local a0x = 1 return a0x", want: "1"},
 		{name: "bad hex escape", src: "local s\n= '\\x4'", wantErr: "input:2: hexadecimal digit expected"},
 		{name: "unknown escape", src: `return '\q'`, wantErr: `input:1: invalid escape sequence '\q'`},
