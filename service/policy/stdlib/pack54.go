@@ -36,9 +36,9 @@ const (
 )
 
 const (
-	maxIntSize    = 16         // largest i[n]
-	nativeAlign   = 8          // what '!' without a size selects
-	maxPackedSize = maxInteger // MAXSIZE: the largest size a string may claim
+	maxIntSize    = 16        // largest i[n]
+	nativeAlign   = 8         // what '!' without a size selects
+	maxPackedSize = 1<<31 - 1 // MAXSIZE: Lua 5.4 keeps sizes within a C int
 )
 
 // packFormat reads a pack format option by option, with its state: the
