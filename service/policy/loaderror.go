@@ -69,11 +69,10 @@ func splitWhere(where string) (string, int) {
 // compileChunk parses and compiles src, after the pre-pass that translates Lua
 // 5.4 lexical forms gopher-lua misreads, refusing Lua 5.4-only syntax with a hint.
 func compileChunk(file string, src []byte) (*lua.FunctionProto, error) {
-	src, perr := prepass(src)
+	src, features, perr := prepass(src)
 	if perr != nil {
 		return nil, &LoadError{File: file, Line: perr.line, Message: perr.msg, Hint: perr.hint}
 	}
-	features := scanLua54(src)
 	chunk, err := parse.Parse(bytes.NewReader(src), file)
 	if err != nil {
 		le := parseErrorToLoadError(file, src, err)

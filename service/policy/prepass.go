@@ -29,8 +29,10 @@ const prepassHint = `write the byte in decimal: \x41 is \65, and \u{E9} is \195\
 //
 // Escapes Lua 5.4 refuses (an unknown letter, \x without two hex digits, a decimal
 // escape above 255) are refused here too, with the line. src is returned as it is
-// when nothing needs rewriting.
-func prepass(src []byte) ([]byte, *prepassError) {
+// when nothing needs rewriting. The Lua 5.3/5.4-only operators and attributes
+// found outside strings and comments are reported for the load error's hint.
+func prepass(src []byte) ([]byte, []feature, *prepassError) {
+	var features []feature
 	var out []byte // nil until the first change
 	last := 0      // src[last:i] is not yet copied to out
 	edit := func(from, to int, repl string) {
@@ -59,7 +61,7 @@ func prepass(src []byte) ([]byte, *prepassError) {
 		case c == '"' || c == '\'':
 			end, err := prepassString(src, i, &line, edit)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			i = end
 		case c == '0' && i+1 < len(src) && (src[i+1] == 'x' || src[i+1] == 'X') && (i == 0 || !isNameByte(src[i-1]) && src[i-1] != '.'):
@@ -73,12 +75,17 @@ func prepass(src []byte) ([]byte, *prepassError) {
 				edit(i, end, repl)
 			}
 			i = end - 1
+		default:
+			if name, width := lua54Operator(src, i); name != "" {
+				features = append(features, feature{line, name})
+				i += width - 1
+			}
 		}
 	}
 	if out == nil {
-		return src, nil
+		return src, features, nil
 	}
-	return append(out, src[last:]...), nil
+	return append(out, src[last:]...), features, nil
 }
 
 func isNameByte(c byte) bool {
