@@ -21,7 +21,7 @@ func (b *lib) openBase54(L *lua.LState) {
 		"type":         baseType,
 		"assert":       baseAssert,
 		"error":        baseError,
-		"ipairs":       baseIpairs,
+		"ipairs":       ipairsWith(L.NewFunction(ipairsStep)),
 		"pairs":        basePairs,
 		"setmetatable": baseSetMetatable,
 		"getmetatable": baseGetMetatable,
@@ -260,13 +260,16 @@ func baseError(L *lua.LState) int {
 	return 0
 }
 
-// baseIpairs iterates with metamethods, as Lua 5.4's ipairs does, until a nil.
-func baseIpairs(L *lua.LState) int {
-	checkAny(L, 1, "ipairs")
-	L.Push(L.NewFunction(ipairsStep))
-	L.Push(L.Get(1))
-	L.Push(lua.LNumber(0))
-	return 3
+// ipairsWith is Lua 5.4's ipairs, returning the state's one step function: it
+// iterates with metamethods until a nil.
+func ipairsWith(step *lua.LFunction) lua.LGFunction {
+	return func(L *lua.LState) int {
+		checkAny(L, 1, "ipairs")
+		L.Push(step)
+		L.Push(L.Get(1))
+		L.Push(lua.LNumber(0))
+		return 3
+	}
 }
 
 func ipairsStep(L *lua.LState) int {
