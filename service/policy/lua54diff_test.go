@@ -260,7 +260,9 @@ var (
 	fuzzSubjects = []string{"", "abc", "a.b-c", "(x(y)z)", "hello world 42", "aaa", "A1 b2\tC3", "\x00\xff%"}
 	fuzzFormats  = "diuoxXcaAeEfgGsq%"
 	fuzzFlags    = "-+ #0"
-	fuzzValues   = []string{"0", "1", "-1", "3.5", "-2.25", "255", "1e300", "2^53", "1/0", "-1/0", "0/0", "'x'", "'12'", "1e-310", "0.1", "nil", "true"}
+	// Integral floats inside the int64 range print as integers in rewrited (an
+	// expected difference), so the values avoid them.
+	fuzzValues = []string{"0", "1", "-1", "3.5", "-2.25", "255", "1e300", "2^63", "1/0", "-1/0", "0/0", "'x'", "'12'", "1e-310", "0.1", "nil", "true"}
 )
 
 // fuzzExpression turns fuzz bytes into a string.find/gsub call with a random
