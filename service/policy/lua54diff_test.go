@@ -249,8 +249,8 @@ func (p *lua54Process) eval(expr string) (want, got string, err error) {
 	return strings.TrimSuffix(line, "\n"), p.engine.eval(expr), nil
 }
 
-// fuzzPatternItems and fuzzFormatItems are the pieces random patterns and
-// format specs are built from.
+// The pieces random patterns and string.format calls are built from, and the
+// subjects and values they are applied to.
 var (
 	fuzzPatternItems = []string{
 		"a", "b", ".", "%a", "%d", "%s", "%w", "%p", "%x", "%u", "%l", "%c", "%g",
