@@ -11,7 +11,8 @@ import (
 // openMath54 replaces the math library with Lua 5.4's §6.7: math.huge is the
 // infinity, log takes a base, atan takes x, fmod and modf follow C, ult exists,
 // floor and ceil return integers, and errors name the function and argument.
-// gopher-lua's extra 5.1 functions (pow, ldexp, frexp, cosh, ...) stay.
+// The 5.3-compatibility functions (pow, ldexp, frexp, cosh, ...) are kept as Lua
+// 5.4 keeps them when built with them.
 func (b *lib) openMath54(L *lua.LState) {
 	m := globalTable(L, "math")
 	b.rng = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
@@ -37,9 +38,40 @@ func (b *lib) openMath54(L *lua.LState) {
 		"rad":        math1("rad", func(x float64) float64 { return x * (math.Pi / 180) }),
 		"random":     b.mathRandom,
 		"randomseed": b.mathRandomSeed,
+		// Lua 5.4 built with 5.3 compatibility, as Debian's is, keeps these.
+		"atan2": mathAtan,
+		"cosh":  math1("cosh", math.Cosh),
+		"sinh":  math1("sinh", math.Sinh),
+		"tanh":  math1("tanh", math.Tanh),
+		"log10": math1("log10", math.Log10),
+		"pow":   mathPow,
+		"ldexp": mathLdexp,
+		"frexp": mathFrexp,
 	})
 	m.RawSetString("huge", lua.LNumber(math.Inf(1)))
 	m.RawSetString("pi", lua.LNumber(math.Pi))
+	// Lua 5.0's math.mod is in no Lua 5.4.
+	m.RawSetString("mod", lua.LNil)
+}
+
+func mathPow(L *lua.LState) int {
+	x := checkNumber(L, 1, "pow")
+	L.Push(lua.LNumber(math.Pow(x, checkNumber(L, 2, "pow"))))
+	return 1
+}
+
+func mathLdexp(L *lua.LState) int {
+	m := checkNumber(L, 1, "ldexp")
+	e := checkInteger(L, 2, "ldexp")
+	L.Push(lua.LNumber(math.Ldexp(m, int(max(min(e, 1<<16), -(1<<16))))))
+	return 1
+}
+
+func mathFrexp(L *lua.LState) int {
+	frac, exp := math.Frexp(checkNumber(L, 1, "frexp"))
+	L.Push(lua.LNumber(frac))
+	L.Push(lua.LNumber(exp))
+	return 2
 }
 
 // math1 is a function of one number.

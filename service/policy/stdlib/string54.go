@@ -17,6 +17,8 @@ func (b *lib) openString54(L *lua.LState) {
 		"len":     strLen,
 		"reverse": strReverse,
 	})
+	// Lua 5.0's string.gfind is in no Lua 5.4.
+	globalTable(L, "string").RawSetString("gfind", lua.LNil)
 }
 
 // startIndex is posrelatI: a 1-based start position clipped to at least 1.

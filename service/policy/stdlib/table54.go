@@ -16,6 +16,10 @@ func (b *lib) openTable54(L *lua.LState) {
 		"sort":   tableSort,
 		"pack":   tablePack,
 	})
+	// Lua 5.1's table.getn and table.maxn are in no Lua 5.4.
+	for _, name := range []string{"getn", "maxn"} {
+		globalTable(L, "table").RawSetString(name, lua.LNil)
+	}
 }
 
 // tableGet and tableSet are lua_geti and lua_seti: raw on a table without a
