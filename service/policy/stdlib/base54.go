@@ -35,11 +35,16 @@ func (b *lib) openBase54(L *lua.LState) {
 	setFuncs(L, co, map[string]lua.LGFunction{
 		"running":     coRunning,
 		"isyieldable": coIsYieldable,
+		"close":       coClose,
 	})
-	for _, name := range []string{"create", "wrap"} {
-		if orig, ok := co.RawGetString(name).(*lua.LFunction); ok {
-			co.RawSetString(name, L.NewFunction(coWithLuaBody(name, orig)))
-		}
+	origCreate, okCreate := co.RawGetString("create").(*lua.LFunction)
+	origResume, okResume := co.RawGetString("resume").(*lua.LFunction)
+	if okCreate && okResume {
+		create := L.NewFunction(coCreateWith(origCreate))
+		resume := L.NewFunction(coResumeWith(origResume))
+		co.RawSetString("create", create)
+		co.RawSetString("resume", resume)
+		co.RawSetString("wrap", L.NewFunction(coWrapWith(create, resume)))
 	}
 }
 
@@ -58,13 +63,13 @@ var trampolineProto = func() *lua.FunctionProto {
 	return proto
 }()
 
-// coWithLuaBody wraps coroutine.create or coroutine.wrap so that a Go function
-// body runs inside a Lua closure.
-func coWithLuaBody(fname string, orig *lua.LFunction) lua.LGFunction {
+// coCreateWith wraps coroutine.create so that a Go function body runs inside a
+// Lua closure.
+func coCreateWith(orig *lua.LFunction) lua.LGFunction {
 	return func(L *lua.LState) int {
 		fn, ok := L.Get(1).(*lua.LFunction)
 		if !ok {
-			typeError(L, 1, fname, "function")
+			typeError(L, 1, "create", "function")
 		}
 		if fn.IsG {
 			L.Push(L.NewFunctionFromProto(trampolineProto))
@@ -110,6 +115,75 @@ func coRunning(L *lua.LState) int {
 	L.Push(L)
 	L.Push(lua.LBool(L.Parent == nil))
 	return 2
+}
+
+// coResumeWith wraps coroutine.resume so that resuming a coroutine that is not
+// suspended fails with Lua 5.4's message.
+func coResumeWith(orig *lua.LFunction) lua.LGFunction {
+	return func(L *lua.LState) int {
+		co, ok := L.Get(1).(*lua.LState)
+		if !ok {
+			typeError(L, 1, "resume", "thread")
+		}
+		switch L.Status(co) {
+		case "dead":
+			L.Push(lua.LFalse)
+			L.Push(lua.LString("cannot resume dead coroutine"))
+			return 2
+		case "running", "normal":
+			L.Push(lua.LFalse)
+			L.Push(lua.LString("cannot resume non-suspended coroutine"))
+			return 2
+		}
+		L.Insert(orig, 1)
+		L.Call(L.GetTop()-1, lua.MultRet)
+		return L.GetTop()
+	}
+}
+
+// coWrapWith is Lua 5.4's coroutine.wrap on top of create and resume: an error
+// in the coroutine, or calling it once dead, is raised in the caller as it is.
+func coWrapWith(create, resume *lua.LFunction) lua.LGFunction {
+	return func(L *lua.LState) int {
+		if _, ok := L.Get(1).(*lua.LFunction); !ok {
+			typeError(L, 1, "wrap", "function")
+		}
+		L.Push(create)
+		L.Push(L.Get(1))
+		L.Call(1, 1)
+		co := L.Get(-1)
+		L.Pop(1)
+		L.Push(L.NewFunction(func(L *lua.LState) int {
+			L.Insert(co, 1)
+			L.Insert(resume, 1)
+			L.Call(L.GetTop()-1, lua.MultRet)
+			if lua.LVAsBool(L.Get(1)) {
+				return L.GetTop() - 1
+			}
+			L.Error(L.Get(2), 0)
+			return 0
+		}))
+		return 1
+	}
+}
+
+// coClose is Lua 5.4's coroutine.close for a suspended or dead coroutine: it
+// becomes dead. gopher-lua keeps no error of a dead coroutine, so the result is
+// always true.
+func coClose(L *lua.LState) int {
+	co, ok := L.Get(1).(*lua.LState)
+	if !ok {
+		typeError(L, 1, "close", "thread")
+	}
+	switch status := L.Status(co); status {
+	case "suspended", "dead":
+		co.Dead = true
+		L.Push(lua.LTrue)
+		return 1
+	default:
+		L.RaiseError("cannot close a %s coroutine", status)
+		return 0
+	}
 }
 
 func coIsYieldable(L *lua.LState) int {
