@@ -1,7 +1,7 @@
 package stdlib
 
 import (
-	"sort"
+	"math/rand/v2"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -13,7 +13,7 @@ func (b *lib) openTable54(L *lua.LState) {
 	setFuncs(L, globalTable(L, "table"), map[string]lua.LGFunction{
 		"insert": tableInsert,
 		"remove": tableRemove,
-		"sort":   tableSort,
+		"sort":   b.tableSort,
 		"pack":   tablePack,
 	})
 	// Lua 5.1's table.getn and table.maxn are in no Lua 5.4.
@@ -110,9 +110,10 @@ func tableRemove(L *lua.LState) int {
 	return 1
 }
 
-// tableSort sorts t[1..#t] in place, with the comparator or '<'. Like Lua's, it
-// is not stable; a comparator that raises stops it with the error.
-func tableSort(L *lua.LState) int {
+// tableSort sorts t[1..#t] in place, with the comparator or '<', by Lua 5.4's
+// quicksort: the same comparisons in the same order, so equal elements end where
+// Lua 5.4 puts them and an inconsistent comparator is caught the same way.
+func (b *lib) tableSort(L *lua.LState) int {
 	const fname = "sort"
 	t := checkTable(L, 1, fname)
 	n := tableLen(L, t)
@@ -130,30 +131,106 @@ func tableSort(L *lua.LState) int {
 		}
 		cmp = f
 	}
-	items := make([]lua.LValue, n)
-	for i := range items {
-		items[i] = tableGet(L, t, int64(i)+1)
+	s := &sorter{L: L, cmp: cmp, rng: b.rng, a: make([]lua.LValue, n+1)}
+	for i := int64(1); i <= n; i++ {
+		s.a[i] = tableGet(L, t, i)
 	}
-	calls := 0
-	less := func(a, b lua.LValue) bool {
-		calls++
-		checkCtx(L, calls)
-		if cmp == nil {
-			return L.LessThan(a, b)
-		}
-		L.Push(cmp)
-		L.Push(a)
-		L.Push(b)
-		L.Call(2, 1)
-		r := L.Get(-1)
-		L.Pop(1)
-		return lua.LVAsBool(r)
-	}
-	sort.Slice(items, func(i, j int) bool { return less(items[i], items[j]) })
-	for i, v := range items {
-		tableSet(L, t, int64(i)+1, v)
+	s.sort(1, int(n), 0)
+	for i := int64(1); i <= n; i++ {
+		tableSet(L, t, i, s.a[i])
 	}
 	return 0
+}
+
+// sorter is ltablib.c's auxsort over a copy of the array, indexed from 1.
+type sorter struct {
+	L     *lua.LState
+	cmp   *lua.LFunction
+	rng   *rand.Rand
+	a     []lua.LValue
+	calls int
+}
+
+// sortRandomLimit is RANLIMIT: smaller intervals take the middle as pivot.
+const sortRandomLimit = 100
+
+func (s *sorter) less(x, y lua.LValue) bool {
+	s.calls++
+	checkCtx(s.L, s.calls)
+	if s.cmp == nil {
+		return s.L.LessThan(x, y)
+	}
+	s.L.Push(s.cmp)
+	s.L.Push(x)
+	s.L.Push(y)
+	s.L.Call(2, 1)
+	r := s.L.Get(-1)
+	s.L.Pop(1)
+	return lua.LVAsBool(r)
+}
+
+func (s *sorter) swap(i, j int) { s.a[i], s.a[j] = s.a[j], s.a[i] }
+
+func (s *sorter) invalidOrder() { raise(s.L, "invalid order function for sorting") }
+
+// partition splits a[lo..up] around the pivot p, which sits at a[up-1].
+func (s *sorter) partition(lo, up int, p lua.LValue) int {
+	i, j := lo, up-1
+	for {
+		for i++; s.less(s.a[i], p); i++ {
+			if i == up-1 {
+				s.invalidOrder()
+			}
+		}
+		for j--; s.less(p, s.a[j]); j-- {
+			if j < i {
+				s.invalidOrder()
+			}
+		}
+		if j < i {
+			s.a[up-1], s.a[i] = s.a[i], p
+			return i
+		}
+		s.swap(i, j)
+	}
+}
+
+func (s *sorter) sort(lo, up int, rnd uint) {
+	for lo < up {
+		if s.less(s.a[up], s.a[lo]) {
+			s.swap(lo, up)
+		}
+		if up-lo == 1 {
+			return
+		}
+		p := (lo + up) / 2
+		if up-lo >= sortRandomLimit && rnd != 0 {
+			r4 := uint(up-lo) / 4
+			p = int(rnd%(r4*2)) + lo + int(r4)
+		}
+		if s.less(s.a[p], s.a[lo]) {
+			s.swap(p, lo)
+		} else if s.less(s.a[up], s.a[p]) {
+			s.swap(p, up)
+		}
+		if up-lo == 2 {
+			return
+		}
+		pivot := s.a[p]
+		s.swap(p, up-1)
+		p = s.partition(lo, up, pivot)
+		var n int
+		if p-lo < up-p {
+			s.sort(lo, p-1, rnd)
+			n, lo = p-lo, p+1
+		} else {
+			s.sort(p+1, up, rnd)
+			n, up = up-p, p-1
+		}
+		if (up-lo)/128 > n {
+			rnd = uint(s.rng.Uint32())
+		}
+	}
 }
 
 func tablePack(L *lua.LState) int {
