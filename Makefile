@@ -31,6 +31,7 @@ tools:
 	go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@command -v lua5.4 >/dev/null || echo "note: lua5.4 is missing (apt-get install -y lua5.4); the Lua 5.4 differential test and fuzz target skip without it"
 
 # Postfix (smtpd, smtp-source) and swaks for the rewrited-proxy tests; Debian
 # or Ubuntu, as root. Without them those tests skip.

@@ -108,10 +108,11 @@ func TestEvalWire(t *testing.T) {
 }
 
 // TestEvalPrintOutput checks that print and kumo.log_* reach stderr with the
-// caller's position and leave stdout to the decision.
+// caller's position, numbers spelt as Lua 5.4's tostring spells them, and
+// leave stdout to the decision.
 func TestEvalPrintOutput(t *testing.T) {
 	_, stdout, stderr := runArgs(t, "eval", "--eval-timeout", evalSlack, "--policy", evalPolicy, "--status", "250", "--response", "log", "--command", "NOOP")
-	for _, want := range []string{`msg="print says NOOP"`, "source=testdata/eval/policy.lua:26", `msg="log_warn says 250"`} {
+	for _, want := range []string{`msg="print says NOOP"`, "source=testdata/eval/policy.lua:26", `msg="log_warn says 250 inf true"`} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr = %q, want it to contain %q", stderr, want)
 		}

@@ -69,11 +69,13 @@ func splitWhere(where string) (string, int) {
 	return where[:i], line
 }
 
-// compileChunk parses and compiles src, refusing Lua 5.4-only syntax with a
-// hint. gopher-lua silently misreads a \u{...} escape, so those are looked
-// for even when the source parses.
+// compileChunk parses and compiles src, after the pre-pass that translates Lua
+// 5.4 lexical forms gopher-lua misreads, refusing Lua 5.4-only syntax with a hint.
 func compileChunk(file string, src []byte) (*lua.FunctionProto, error) {
-	features := scanLua54(src)
+	src, features, perr := prepass(src)
+	if perr != nil {
+		return nil, &LoadError{File: file, Line: perr.line, Message: perr.msg, Hint: perr.hint}
+	}
 	chunk, err := parse.Parse(bytes.NewReader(src), file)
 	if err != nil {
 		le := parseErrorToLoadError(file, src, err)
@@ -84,11 +86,6 @@ func compileChunk(file string, src []byte) (*lua.FunctionProto, error) {
 			}
 		}
 		return nil, le
-	}
-	for _, f := range features {
-		if f.name == `\u{...}` {
-			return nil, &LoadError{File: file, Line: f.line, Message: `Lua 5.4 escape \u{...} is not supported`, Hint: f.hint()}
-		}
 	}
 	proto, err := lua.Compile(chunk, file)
 	if err != nil {

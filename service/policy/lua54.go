@@ -17,74 +17,50 @@ var featureHints = map[string]string{
 	">>":      "shifts are Lua 5.3+; in Lua 5.1 write math.floor(x / 2^n)",
 	"<const>": "local attributes are Lua 5.4; drop <const> and write a plain local",
 	"<close>": "to-be-closed variables are Lua 5.4; call the close function explicitly",
-	`\u{...}`: `the \u{XXXX} escape is Lua 5.3+; write utf8.char(0xXXXX) or the UTF-8 bytes as \ddd escapes`,
 }
 
 func (f feature) hint() string { return featureHints[f.name] }
 
-// scanLua54 lexes src just enough to skip comments and strings, and reports
-// the Lua 5.3/5.4-only operators, attributes and escapes it contains, so a
-// load error can say what to write instead.
-func scanLua54(src []byte) []feature {
-	var found []feature
-	line := 1
-	add := func(name string) { found = append(found, feature{line, name}) }
-	for i := 0; i < len(src); i++ {
-		c := src[i]
-		switch {
-		case c == '\n':
-			line++
-		case c == '-' && i+1 < len(src) && src[i+1] == '-':
-			i += 2
-			if level, ok := longBracket(src, i); ok {
-				i = skipLong(src, i, level, &line)
-			} else {
-				for i < len(src) && src[i] != '\n' {
-					i++
-				}
-				i-- // let the loop count the newline
-			}
-		case c == '[':
-			if level, ok := longBracket(src, i); ok {
-				i = skipLong(src, i, level, &line)
-			}
-		case c == '"' || c == '\'':
-			for i++; i < len(src) && src[i] != c && src[i] != '\n'; i++ {
-				if src[i] == '\\' && i+1 < len(src) {
-					i++
-					switch src[i] {
-					case 'u':
-						if i+1 < len(src) && src[i+1] == '{' {
-							add(`\u{...}`)
-						}
-					case '\n':
-						line++
-					}
-				}
-			}
-		case c == '/' && i+1 < len(src) && src[i+1] == '/':
-			add("//")
-			i++
-		case c == '<' && i+1 < len(src) && src[i+1] == '<':
-			add("<<")
-			i++
-		case c == '>' && i+1 < len(src) && src[i+1] == '>':
-			add(">>")
-			i++
-		case c == '<':
-			rest := string(src[i:min(len(src), i+8)])
-			for _, attr := range []string{"<const>", "<close>"} {
-				if strings.HasPrefix(strings.ReplaceAll(rest, " ", ""), attr) {
-					add(attr)
-				}
-			}
-		case c == '&' || c == '|':
-			add(string(c))
-		case c == '~' && (i+1 >= len(src) || src[i+1] != '='):
-			add("~")
-		}
+// lua54Operator reports the Lua 5.3/5.4-only operator or attribute starting at
+// src[i], if any, and its length, so a load error can say what to write instead.
+func lua54Operator(src []byte, i int) (string, int) {
+	next := byte(0)
+	if i+1 < len(src) {
+		next = src[i+1]
 	}
-	return found
+	switch c := src[i]; {
+	case c == '/' && next == '/':
+		return "//", 2
+	case c == '<' && next == '<':
+		return "<<", 2
+	case c == '>' && next == '>':
+		return ">>", 2
+	case c == '<':
+		rest := strings.ReplaceAll(string(src[i:min(len(src), i+8)]), " ", "")
+		for _, attr := range []string{"<const>", "<close>"} {
+			if strings.HasPrefix(rest, attr) {
+				return attr, 1
+			}
+		}
+	case c == '&' || c == '|':
+		return string(c), 1
+	case c == '~' && next != '=':
+		return "~", 1
+	}
+	return "", 1
+}
+
+// skipComment skips the comment whose "--" is at i and returns the index of
+// its last byte, short of a closing newline so the caller counts it.
+func skipComment(src []byte, i int, line *int) int {
+	i += 2
+	if level, ok := longBracket(src, i); ok {
+		return skipLong(src, i, level, line)
+	}
+	for i < len(src) && src[i] != '\n' {
+		i++
+	}
+	return i - 1
 }
 
 // longBracket reports whether a long bracket ([[, [==[ ...) opens at i and

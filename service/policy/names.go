@@ -60,7 +60,13 @@ func (c *chunk) index() *siteIndex {
 	c.once.Do(func() {
 		c.sites = &siteIndex{calls: map[int][]*ast.FuncCallExpr{}, indexes: map[int][]indexSite{}, functions: map[int]*ast.FunctionExpr{},
 			operands: map[operator]map[int][]ast.Expr{concatenate: {}, arithmetic: {}, length: {}}}
-		stmts, err := parse.Parse(bytes.NewReader(c.src), c.file)
+		// The same pre-pass as compileChunk, so that the lines match and
+		// what compiled parses.
+		src, _, perr := prepass(c.src)
+		if perr != nil {
+			return
+		}
+		stmts, err := parse.Parse(bytes.NewReader(src), c.file)
 		if err != nil {
 			return
 		}

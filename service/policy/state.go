@@ -290,7 +290,7 @@ func (s *state) log(L *lua.LState, level slog.Level) {
 	}
 	parts := make([]string, L.GetTop())
 	for i := range parts {
-		parts[i] = L.ToStringMeta(L.Get(i + 1)).String()
+		parts[i] = stdlib.ToString(L, L.Get(i+1))
 	}
 	logger.Log(context.Background(), level, strings.Join(parts, " "),
 		"policy", s.p.opts.Name, "version", s.p.version, "source", strings.TrimSuffix(L.Where(1), ":"))

@@ -63,7 +63,7 @@ func (b *lib) tableConcat(L *lua.LState) int {
 		case lua.LString:
 			return string(v)
 		case lua.LNumber:
-			return v.String()
+			return luaNumberString(float64(v))
 		}
 		L.RaiseError("invalid value (%s) at index %d in table for 'concat'", v.Type().String(), k)
 		return ""
@@ -77,7 +77,7 @@ func (b *lib) tableConcat(L *lua.LState) int {
 		total := int64(0)
 		for k := i; k <= last; k++ {
 			checkCtx(L, int(k-i))
-			total += int64(len(field(k, t.RawGetInt(int(k)))))
+			total += int64(len(field(k, rawIndex(t, k))))
 			if k < last {
 				total += int64(len(sep))
 			}
@@ -91,7 +91,7 @@ func (b *lib) tableConcat(L *lua.LState) int {
 		checkCtx(L, int(k-i))
 		var v lua.LValue
 		if t.Metatable == lua.LNil {
-			v = t.RawGetInt(int(k))
+			v = rawIndex(t, k)
 		} else {
 			v = L.GetTable(t, lua.LNumber(k))
 		}

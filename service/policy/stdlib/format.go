@@ -203,8 +203,21 @@ func (b *lib) formatItem(L *lua.LState, out *strings.Builder, sp spec, arg int) 
 	}
 }
 
-// toString is luaL_tolstring: the __tostring metamethod must produce a string.
+// ToString is Lua 5.4's tostring of v, for Go code that prints Lua values
+// (print, kumo.log_*): numbers spelt as 5.4 spells them.
+func ToString(L *lua.LState, v lua.LValue) string { return toString(L, v) }
+
+// toString is luaL_tolstring: the __tostring metamethod must produce a string, and
+// a __name metafield names the type.
 func toString(L *lua.LState, v lua.LValue) string {
+	if n, ok := v.(lua.LNumber); ok {
+		return luaNumberString(float64(n))
+	}
+	if L.GetMetaField(v, "__tostring") == lua.LNil {
+		if name, ok := L.GetMetaField(v, "__name").(lua.LString); ok {
+			return string(name) + ": " + pointerString(v)
+		}
+	}
 	r := L.ToStringMeta(v)
 	if !lua.LVCanConvToString(r) {
 		raise(L, "'__tostring' must return a string")
@@ -335,23 +348,54 @@ func formatFloat(sp spec, f float64) string {
 	return fmt.Sprintf(fs.String(), f)
 }
 
-// formatHexFloat prints %a/%A like glibc: shortest exact digits unless a precision is
-// given, and the exponent without leading zeros ("0x1p+0", where Go writes "0x1p+00").
+// formatHexFloat prints %a/%A like glibc: a leading 1 (0 for subnormals, with the
+// exponent -1022), the shortest exact digits unless a precision is given, rounding
+// to even into the leading digit ("%.0a" of 1.5 is "0x2p+0"), and the exponent
+// without leading zeros.
 func formatHexFloat(sp spec, f float64) string {
 	if math.IsInf(f, 0) || math.IsNaN(f) {
 		return formatNonFinite(sp, f)
 	}
-	s := strconv.FormatFloat(math.Abs(f), 'x', sp.prec, 64)
-	mant, exp, _ := strings.Cut(s, "p")
-	sign, digits := exp[:1], strings.TrimLeft(exp[1:], "0")
-	if digits == "" {
-		digits = "0"
+	bits := math.Float64bits(f)
+	biased := int((bits >> 52) & 0x7ff)
+	frac := bits & (1<<52 - 1)
+	lead, exp := uint64(1), biased-1023
+	switch {
+	case biased == 0 && frac == 0:
+		lead, exp = 0, 0
+	case biased == 0:
+		lead, exp = 0, -1022
 	}
-	mant = strings.TrimPrefix(mant, "0x")
-	if sp.sharp && !strings.Contains(mant, ".") {
-		mant += "."
+	var digits string
+	if sp.prec >= 0 && sp.prec < 13 {
+		shift := uint(52 - 4*sp.prec)
+		full := lead<<52 | frac
+		rem := full & (1<<shift - 1)
+		full >>= shift
+		if half := uint64(1) << (shift - 1); rem > half || rem == half && full&1 == 1 {
+			full++
+		}
+		lead, frac = full>>(4*sp.prec), full&(1<<(4*sp.prec)-1)
+		if sp.prec > 0 {
+			digits = fmt.Sprintf("%0*x", sp.prec, frac)
+		}
+	} else {
+		digits = fmt.Sprintf("%013x", frac)
+		if sp.prec < 0 {
+			digits = strings.TrimRight(digits, "0")
+		} else {
+			digits += strings.Repeat("0", sp.prec-13)
+		}
 	}
-	body := mant + "p" + sign + digits
+	mant := strconv.FormatUint(lead, 16)
+	if digits != "" || sp.sharp {
+		mant += "." + digits
+	}
+	sign := "+"
+	if exp < 0 {
+		sign, exp = "-", -exp
+	}
+	body := mant + "p" + sign + strconv.Itoa(exp)
 	prefix := signPrefix(sp, math.Signbit(f)) + "0x"
 	out := pad(sp, prefix, body, true)
 	if sp.conv == 'A' {

@@ -53,7 +53,10 @@ func tableUnpack(L *lua.LState) int {
 	const fname = "unpack"
 	t := L.Get(1)
 	if _, ok := t.(*lua.LTable); !ok && L.GetMetatable(t) == lua.LNil {
-		typeError(L, 1, fname, "table")
+		if L.Get(3) == lua.LNil {
+			L.RaiseError("attempt to get length of a %s value", t.Type().String())
+		}
+		L.RaiseError("attempt to index a %s value", t.Type().String())
 	}
 	i := optInteger(L, 2, fname, 1)
 	j := optEnd(L, 3, fname, t)
@@ -96,17 +99,22 @@ func tableMove(L *lua.LState) int {
 		if t > maxInt64-n+1 {
 			argError(L, 4, fname, "destination wrap around")
 		}
-		if n > maxLoopItems {
-			argError(L, 3, fname, "too many elements to move")
+		// Past maxLoopItems elements the move stops with an error, after the
+		// accesses Lua 5.4 would have made by then.
+		tooMany := func(i int64) {
+			if i >= maxLoopItems {
+				argError(L, 3, fname, "too many elements to move")
+			}
+			checkCtx(L, int(i))
 		}
 		if t > e || t <= f || src != to {
 			for i := int64(0); i < n; i++ {
-				checkCtx(L, int(i))
+				tooMany(i)
 				L.SetTable(to, lua.LNumber(t+i), L.GetTable(src, lua.LNumber(f+i)))
 			}
 		} else {
 			for i := n - 1; i >= 0; i-- {
-				checkCtx(L, int(i))
+				tooMany(n - 1 - i)
 				L.SetTable(to, lua.LNumber(t+i), L.GetTable(src, lua.LNumber(f+i)))
 			}
 		}
@@ -182,6 +190,14 @@ func utf8Encode(sb *strings.Builder, code uint32) {
 	}
 	buf[8-n] = byte((^mfb << 1) | code)
 	sb.Write(buf[8-n:])
+}
+
+// EncodeUTF8 is the byte sequence of code as Lua 5.4's utf8.char and \u{XXX}
+// escape write it.
+func EncodeUTF8(code uint32) string {
+	var sb strings.Builder
+	utf8Encode(&sb, code)
+	return sb.String()
 }
 
 func utf8Char(L *lua.LState) int {

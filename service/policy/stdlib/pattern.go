@@ -146,7 +146,7 @@ func (b *lib) strGsub(L *lua.LState) int {
 		case lua.LString:
 			b.expandGsub(L, &m, s, string(r), &out)
 		case lua.LNumber:
-			add(r.String())
+			add(luaNumberString(float64(r)))
 		default:
 			var v lua.LValue
 			if t, ok := r.(*lua.LTable); ok {
@@ -159,8 +159,10 @@ func (b *lib) strGsub(L *lua.LState) int {
 				L.Pop(1)
 			}
 			switch rv := v.(type) {
-			case lua.LString, lua.LNumber:
-				add(rv.String())
+			case lua.LString:
+				add(string(rv))
+			case lua.LNumber:
+				add(luaNumberString(float64(rv)))
 			default:
 				if lua.LVIsFalse(v) {
 					add(whole)

@@ -4,6 +4,7 @@ package stdlib
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +49,8 @@ type lib struct {
 	memo map[string]*memoCache
 	// memoTotal is the size of every cached entry of the state, summed.
 	memoTotal int
+	// rng is the state's math.random source.
+	rng *rand.Rand
 }
 
 // OpenStandard opens the gopher-lua standard libraries a policy gets (base,
@@ -84,6 +87,11 @@ func Open(L *lua.LState, kumo *lua.LTable, lim Limits) {
 	b.openFormat(L)
 	b.openBounded(L)
 	b.openPatterns(L)
+	b.openBase54(L)
+	b.openString54(L)
+	b.openTable54(L)
+	b.openMath54(L)
+	b.openPack(L)
 	if kumo == nil {
 		kumo = L.NewTable()
 		L.SetGlobal("kumo", kumo)
@@ -120,10 +128,66 @@ func setFuncs(L *lua.LState, t *lua.LTable, funcs map[string]lua.LGFunction) {
 	}
 }
 
-// argError raises Lua 5.4's "bad argument" error. The function name is fixed by the
-// builtin rather than taken from the call site, so messages do not depend on aliases.
+// argError raises Lua 5.4's "bad argument" error, naming the function as Lua 5.4
+// does: by the name the caller used, or by its library name when called from Go
+// (pcall, a metamethod), fname being the last resort; a method call does not
+// count self. A qualified fname (kumo.string.trim) is used as it is.
 func argError(L *lua.LState, n int, fname, msg string) {
-	L.RaiseError("bad argument #%d to '%s' (%s)", n, fname, msg)
+	if strings.Contains(fname, ".") {
+		// kumo.* helpers are Rust functions in KumoMTA, named in full whatever the call.
+		L.RaiseError("bad argument #%d to '%s' (%s)", n, fname, msg)
+	}
+	name := callName(L, fname)
+	if calledAsMethod(L) {
+		n--
+		if n == 0 {
+			L.RaiseError("calling '%s' on bad self (%s)", name, msg)
+		}
+	}
+	L.RaiseError("bad argument #%d to '%s' (%s)", n, name, msg)
+}
+
+// stdlibTables are searched, in order, for the name of a function that was not
+// called by name, like luaL_argerror's pushglobalfuncname.
+var stdlibTables = []string{"string", "table", "math", "utf8", "coroutine"}
+
+// callName is the name the running builtin was called by.
+func callName(L *lua.LState, fname string) string {
+	dbg, ok := L.GetStack(0)
+	if !ok {
+		return fname
+	}
+	fn, err := L.GetInfo("nf", dbg, lua.LNil)
+	if err != nil {
+		return fname
+	}
+	if name := dbg.Name; name != "" && name != "?" && name[0] != '(' && name[0] != '<' && name != "main chunk" {
+		return name
+	}
+	for _, lib := range stdlibTables {
+		if t, ok := L.GetGlobal(lib).(*lua.LTable); ok {
+			if key := keyOf(t, fn); key != "" {
+				return lib + "." + key
+			}
+		}
+	}
+	if g, ok := L.Get(lua.GlobalsIndex).(*lua.LTable); ok {
+		if key := keyOf(g, fn); key != "" {
+			return key
+		}
+	}
+	return fname
+}
+
+// keyOf is the string key under which t holds v, or "".
+func keyOf(t *lua.LTable, v lua.LValue) string {
+	found := ""
+	t.ForEach(func(k, val lua.LValue) {
+		if ks, ok := k.(lua.LString); ok && val == v && found == "" {
+			found = string(ks)
+		}
+	})
+	return found
 }
 
 // typeName is Lua's type name for argument n, or "no value" when it is absent.
@@ -172,7 +236,7 @@ func checkString(L *lua.LState, n int, fname string) string {
 	case lua.LString:
 		return string(v)
 	case lua.LNumber:
-		return v.String()
+		return luaNumberString(float64(v))
 	}
 	typeError(L, n, fname, "string")
 	return ""

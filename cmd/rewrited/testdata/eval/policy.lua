@@ -24,7 +24,7 @@ kumo.on('smtp_server_rewrite_response', function(status, response, command, conn
   end
   if response == 'log' then
     print('print says', command)
-    kumo.log_warn('log_warn says', status)
+    kumo.log_warn('log_warn says', status, 1/0, 0/0 ~= 0/0)
     return
   end
   if command == 'DATA' and status == 250 then

@@ -1,4 +1,5 @@
 -- A helper module in the layout of KumoMTA's policy-extras.
+--[==]-- a short comment, though it starts like a long bracket
 local mod = {}
 
 function mod.is_data_success(status, command)
