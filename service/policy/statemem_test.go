@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // globalsOf is a policy whose top level keeps n distinct 1 KB strings in
@@ -29,7 +30,9 @@ func TestStateMemoryCap(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, _, err := Compile("globals.lua", []byte(tt.src), Options{MaxStateBytes: tt.max, PoolSize: 1})
+			// The load budget is generous: a busy machine running the race
+			// detector must not turn the size check into a timeout.
+			p, _, err := Compile("globals.lua", []byte(tt.src), Options{MaxStateBytes: tt.max, PoolSize: 1, LoadTimeout: time.Minute})
 			if p != nil {
 				p.Close()
 			}
