@@ -1,7 +1,7 @@
 package policy
 
 // Outcome is how an evaluation ended: which reply the decision holds, and why.
-type Outcome int
+type Outcome int32
 
 // The outcomes of an evaluation. service/rewrite maps them to the API's
 // rewrite.v1.Outcome, whose values they share.
