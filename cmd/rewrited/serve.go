@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc"
 	"gopkg.in/natefinch/lumberjack.v2"
 
-	"github.com/rewrited/rewrited/examples/policies"
 	"github.com/rewrited/rewrited/internal/telemetry"
 	"github.com/rewrited/rewrited/service/decisionlog"
 	"github.com/rewrited/rewrited/service/metrics"
@@ -255,7 +254,7 @@ func openRegistry(cfg serveConfig, logger *slog.Logger, m *metrics.Metrics, onRe
 		OnReload:       onReload,
 	}
 	if rc.File == "" && rc.Dir == "" {
-		rc.File, rc.Src = policies.DefaultFile, policies.Default
+		rc.File, rc.Src = defaultPolicyFile, defaultPolicy
 		logger.Info("no --policy given: serving the bundled example policy", "policy", rewrite.DefaultPolicy, "file", rc.File)
 	}
 	reg, err := registry.Open(rc)

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
@@ -321,13 +320,4 @@ var saslMechanisms = map[string]bool{
 }
 
 // Text shortens s for a log line.
-func Text(s string) string {
-	if len(s) <= maxTextBytes {
-		return s
-	}
-	cut := maxTextBytes
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
+func Text(s string) string { return policy.BoundText(s, maxTextBytes) }
