@@ -38,77 +38,79 @@ func TestOverload(t *testing.T) {
 	)
 	overload := soak(4*time.Second, time.Minute)
 	rec := record.New(t, "overload", fmt.Sprintf("1 replica, --max-concurrent %d, 2x16 callers from another process", maxConcurrent))
-	dir := t.TempDir()
-	writePolicy(t, dir, "slow.lua", slowPolicy)
-	srv := rewritedtest.Start(t, "--policy", filepath.Join(dir, "slow.lua"), "--max-concurrent", fmt.Sprint(maxConcurrent), "--eval-timeout", "80ms")
+	measure(t, func() (bool, func()) {
+		dir := t.TempDir()
+		writePolicy(t, dir, "slow.lua", slowPolicy)
+		srv := rewritedtest.Start(t, "--policy", filepath.Join(dir, "slow.lua"), "--max-concurrent", fmt.Sprint(maxConcurrent), "--eval-timeout", "80ms")
 
-	// The probe: one caller with no breaker, so every call reaches the server.
-	pc := newClient(t, srv.Addr, client.WithBreaker(0, 0))
-	warmUp(t, pc)
-	probe := load.NewRecorder()
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		probe.Drive(ctx, pc, 1, 5*time.Millisecond)
-	}()
-	time.Sleep(baseline)
-	loadStart := probe.Since()
-	wait := runLoadgen(t, srv.Addr, "-duration", overload.String(), "-clients", "2", "-workers", "16", "-breaker", "0", "-timeout", budget.String())
-	gen := wait()
-	loadEnd := probe.Since()
-	time.Sleep(recovery)
-	stop()
-	<-done
-	events := probe.Events()
+		// The probe: one caller with no breaker, so every call reaches the server.
+		pc := newClient(t, srv.Addr, client.WithBreaker(0, 0))
+		warmUp(t, pc)
+		probe := load.NewRecorder()
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			probe.Drive(ctx, pc, 1, 5*time.Millisecond)
+		}()
+		time.Sleep(baseline)
+		loadStart := probe.Since()
+		wait := runLoadgen(t, srv.Addr, "-duration", overload.String(), "-clients", "2", "-workers", "16", "-breaker", "0", "-timeout", budget.String())
+		gen := wait()
+		loadEnd := probe.Since()
+		time.Sleep(recovery)
+		stop()
+		<-done
+		events := probe.Events()
 
-	before := load.Summarize(events, 0, loadStart, budget+slack)
-	during := load.Summarize(events, loadStart, loadEnd, budget+slack)
-	// Calls that started once the load generator had exited, after a moment
-	// for its connections to close.
-	after := load.Summarize(events, loadEnd+100*time.Millisecond, loadEnd+recovery, budget+slack)
-	logSummary(t, "load generator", gen)
-	logSummary(t, "probe before", before)
-	logSummary(t, "probe during", during)
-	logSummary(t, "probe after", after)
+		before := load.Summarize(events, 0, loadStart, budget+slack)
+		during := load.Summarize(events, loadStart, loadEnd, budget+slack)
+		// Calls that started once the load generator had exited, after a moment
+		// for its connections to close.
+		after := load.Summarize(events, loadEnd+100*time.Millisecond, loadEnd+recovery, budget+slack)
+		logSummary(t, "load generator", gen)
+		logSummary(t, "probe before", before)
+		logSummary(t, "probe during", during)
+		logSummary(t, "probe after", after)
 
-	rec.Calls = gen.Calls + before.Calls + during.Calls + after.Calls
-	rec.Lost = gen.Classes[load.Lost] + before.Classes[load.Lost] + during.Classes[load.Lost] + after.Classes[load.Lost]
-	rec.Shed = gen.Classes[load.Shed] + during.Classes[load.Shed]
-	rec.Fallback = gen.Fallbacks() + during.Fallbacks()
-	rec.P99ms = gen.AcceptedP99ms
-	rec.MaxMs = max(gen.MaxMs, during.MaxMs)
-	rec.Detail = fmt.Sprintf("%d calls in %v (%.0f/s offered), %d accepted, %d shed, %d timed out; accepted p99 %.1f ms; probe after the load: %d/%d answered",
-		gen.Calls, overload, float64(gen.Calls)/overload.Seconds(), gen.Classes[load.Rewritten], gen.Classes[load.Shed], gen.Classes[load.Timeout], gen.AcceptedP99ms,
-		after.Classes[load.Rewritten], after.Calls)
+		rec.Calls = gen.Calls + before.Calls + during.Calls + after.Calls
+		rec.Lost = gen.Classes[load.Lost] + before.Classes[load.Lost] + during.Classes[load.Lost] + after.Classes[load.Lost]
+		rec.Shed = gen.Classes[load.Shed] + during.Classes[load.Shed]
+		rec.Fallback = gen.Fallbacks() + during.Fallbacks()
+		rec.P99ms = gen.AcceptedP99ms
+		rec.MaxMs = max(gen.MaxMs, during.MaxMs)
+		rec.Detail = fmt.Sprintf("%d calls in %v (%.0f/s offered), %d accepted, %d shed, %d timed out; accepted p99 %.1f ms; probe after the load: %d/%d answered",
+			gen.Calls, overload, float64(gen.Calls)/overload.Seconds(), gen.Classes[load.Rewritten], gen.Classes[load.Shed], gen.Classes[load.Timeout], gen.AcceptedP99ms,
+			after.Classes[load.Rewritten], after.Calls)
 
-	for name, s := range map[string]load.Summary{"load generator": gen, "probe before": before, "probe during": during, "probe after": after} {
-		if s.Classes[load.Lost] != 0 {
-			t.Errorf("%s: %d replies lost", name, s.Classes[load.Lost])
+		calm := before.Calls > 0 && before.Classes[load.Rewritten] == before.Calls && before.OverBudget == 0
+		return calm, func() {
+			for name, s := range map[string]load.Summary{"load generator": gen, "probe before": before, "probe during": during, "probe after": after} {
+				if s.Classes[load.Lost] != 0 {
+					t.Errorf("%s: %d replies lost", name, s.Classes[load.Lost])
+				}
+				if s.OverBudget != 0 {
+					t.Errorf("%s: %d calls took longer than %v (slowest %.1f ms)", name, s.OverBudget, budget+slack, s.MaxMs)
+				}
+			}
+			// Far past capacity: most calls are shed, at once, rather than queued
+			// until their callers' deadlines.
+			if gen.Classes[load.Shed] < gen.Calls/2 {
+				t.Errorf("only %d of %d calls were shed with RESOURCE_EXHAUSTED", gen.Classes[load.Shed], gen.Calls)
+			}
+			if gen.Classes[load.Timeout] > gen.Calls/10 {
+				t.Errorf("%d of %d calls timed out: the replica queues instead of shedding", gen.Classes[load.Timeout], gen.Calls)
+			}
+			// The calls it accepts are not held in a queue: they answer within the
+			// budget, even with the load generator, the probe and the replica
+			// sharing two cores.
+			if gen.Classes[load.Rewritten] == 0 || gen.AcceptedP99ms >= float64(budget.Milliseconds()) {
+				t.Errorf("accepted calls: %d, p99 %.1f ms; want some, with p99 under the %v budget", gen.Classes[load.Rewritten], gen.AcceptedP99ms, budget)
+			}
+			// Recovery: once the load stops every call is answered again.
+			if after.Calls == 0 || after.Classes[load.Rewritten] != after.Calls {
+				t.Errorf("after the load: %+v, want every call rewritten", after)
+			}
 		}
-		if s.OverBudget != 0 {
-			t.Errorf("%s: %d calls took longer than %v (slowest %.1f ms)", name, s.OverBudget, budget+slack, s.MaxMs)
-		}
-	}
-	if before.Classes[load.Rewritten] != before.Calls || before.Calls == 0 {
-		t.Fatalf("before the load the replica did not answer every call: %+v", before)
-	}
-	// Far past capacity: most calls are shed, at once, rather than queued
-	// until their callers' deadlines.
-	if gen.Classes[load.Shed] < gen.Calls/2 {
-		t.Errorf("only %d of %d calls were shed with RESOURCE_EXHAUSTED", gen.Classes[load.Shed], gen.Calls)
-	}
-	if gen.Classes[load.Timeout] > gen.Calls/10 {
-		t.Errorf("%d of %d calls timed out: the replica queues instead of shedding", gen.Classes[load.Timeout], gen.Calls)
-	}
-	// The calls it accepts are not held in a queue: they answer within the
-	// budget, even with the load generator, the probe and the replica
-	// sharing two cores.
-	if gen.Classes[load.Rewritten] == 0 || gen.AcceptedP99ms >= float64(budget.Milliseconds()) {
-		t.Errorf("accepted calls: %d, p99 %.1f ms; want some, with p99 under the %v budget", gen.Classes[load.Rewritten], gen.AcceptedP99ms, budget)
-	}
-	// Recovery: once the load stops every call is answered again.
-	if after.Calls == 0 || after.Classes[load.Rewritten] != after.Calls {
-		t.Errorf("after the load: %+v, want every call rewritten", after)
-	}
+	})
 }
