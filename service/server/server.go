@@ -92,9 +92,9 @@ func New(svc *rewrite.Service, cfg Config) *Server {
 			cfg.Logger.Error("panic in request handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			return status.Error(codes.Internal, "internal error")
 		})),
-		logging.UnaryServerInterceptor(slogAdapter(cfg.Logger),
+		clientErrors.onlyLogged(cfg.Logger, logging.UnaryServerInterceptor(slogAdapter(cfg.Logger),
 			logging.WithLogOnEvents(logging.FinishCall),
-			logging.WithLevels(clientErrors.level)),
+			logging.WithLevels(baseLevel))),
 	}, cfg.Unary...)
 	unary = append(unary, limit(cfg.MaxConcurrent))
 	var opts []grpc.ServerOption
