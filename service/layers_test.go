@@ -23,9 +23,9 @@ var allowed = map[string][]string{
 	"service/metrics":                  {"service/policy"},
 	"service/shadow":                   {"service/policy", "service/decisionlog"},
 	"service/replay":                   {"service/policy", "service/decisionlog", "service/shadow"},
-	"service/registry":                 {"service/policy"},
+	"service/registry":                 {"service/policy", "internal/watch"},
 	"service/rewrite":                  {"service/policy", "smtpreply", "proto/rewrite/v1", "proto/rewrite/wire/v1"},
-	"service/server":                   {"service/policy", "service/rewrite", "proto/rewrite/v1"},
+	"service/server":                   {"service/policy", "service/rewrite", "proto/rewrite/v1", "internal/watch"},
 	"service/policytest":               {"service/policy", "service/rewrite", "proto/rewrite/v1"},
 }
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/rewrited/rewrited/internal/watch"
 )
 
 // DefaultDebounce is how long Watch waits after the last change before
@@ -66,32 +68,16 @@ func (r *Registry) watchModules(w *fsnotify.Watcher, watched map[string]bool) {
 }
 
 func (r *Registry) watch(ctx context.Context, w *fsnotify.Watcher, dir string, watched map[string]bool, debounce time.Duration) {
-	defer w.Close()
-	timer := time.NewTimer(debounce)
-	timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case ev, ok := <-w.Events:
-			if !ok {
-				return
-			}
+	watch.Loop(ctx, w, debounce,
+		func(ev fsnotify.Event) bool {
 			if ev.Has(fsnotify.Remove) && filepath.Clean(ev.Name) == filepath.Clean(dir) {
 				r.cfg.Logger.Error("policy directory removed: files are no longer watched; SIGHUP still reloads", "dir", dir)
 			}
-			timer.Reset(debounce)
-		case err, ok := <-w.Errors:
-			if !ok {
-				return
-			}
-			r.cfg.Logger.Warn("watching the policy directory", "dir", dir, "error", err.Error())
-		case <-timer.C:
-			if ctx.Err() == nil {
-				_ = r.Reload()
-				r.watchModules(w, watched)
-			}
-		}
-	}
+			return true
+		},
+		func(err error) { r.cfg.Logger.Warn("watching the policy directory", "dir", dir, "error", err.Error()) },
+		func() {
+			_ = r.Reload()
+			r.watchModules(w, watched)
+		})
 }

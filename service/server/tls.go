@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/rewrited/rewrited/internal/watch"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
@@ -106,33 +108,18 @@ func (t *TLSFiles) Watch(ctx context.Context, debounce time.Duration, logger *sl
 }
 
 func (t *TLSFiles) watch(ctx context.Context, w *fsnotify.Watcher, names map[string]bool, debounce time.Duration, logger *slog.Logger) {
-	defer w.Close()
-	timer := time.NewTimer(debounce)
-	timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return
-		case ev, ok := <-w.Events:
-			if !ok {
-				return
-			}
+	watch.Loop(ctx, w, debounce,
+		func(ev fsnotify.Event) bool {
 			// The files themselves, or Kubernetes' ..data swap.
-			if base := filepath.Base(ev.Name); names[base] || strings.HasPrefix(base, "..") {
-				timer.Reset(debounce)
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return
-			}
-			logger.Warn("watching the TLS files", "error", err.Error())
-		case <-timer.C:
+			base := filepath.Base(ev.Name)
+			return names[base] || strings.HasPrefix(base, "..")
+		},
+		func(err error) { logger.Warn("watching the TLS files", "error", err.Error()) },
+		func() {
 			if err := t.Reload(); err != nil {
 				logger.Error("TLS files refused: the previous ones stay in use", "error", err.Error())
 			} else {
 				logger.Info("TLS files reloaded", "cert", t.CertFile)
 			}
-		}
-	}
+		})
 }
