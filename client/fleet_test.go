@@ -373,3 +373,38 @@ func TestStalledReplicaEjected(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenBucketNeverExceedsBurst: whatever order a call's deposit and a
+// hedge's take and refund come in, the bucket holds at most hedgeBurst
+// tokens.
+func TestTokenBucketNeverExceedsBurst(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps string // t: take, d: deposit, r: refund
+	}{
+		{"refund after the call's deposit", "tdr"},
+		{"refund before the deposit", "trd"},
+		{"deposits on a full bucket", "ddd"},
+		{"two hedges refunded after deposits", "ttddrr"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b tokenBucket
+			b.init(0.1)
+			for _, step := range tc.steps {
+				switch step {
+				case 't':
+					if !b.take() {
+						t.Fatal("take refused on a full bucket")
+					}
+				case 'd':
+					b.deposit()
+				case 'r':
+					b.refund()
+				}
+				if got := b.tokens.Load(); got > hedgeBurst*tokenUnit {
+					t.Fatalf("after %q the bucket holds %d thousandths, more than the burst of %d", step, got, hedgeBurst*tokenUnit)
+				}
+			}
+		})
+	}
+}

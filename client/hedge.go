@@ -126,10 +126,14 @@ func (b *tokenBucket) init(share float64) {
 	b.tokens.Store(hedgeBurst * tokenUnit)
 }
 
-func (b *tokenBucket) deposit() {
+func (b *tokenBucket) deposit() { b.add(b.earn) }
+
+// add puts n thousandths back, never above the burst: a refund can land
+// after the call's own deposit has refilled the bucket.
+func (b *tokenBucket) add(n int64) {
 	for {
 		t := b.tokens.Load()
-		if t >= hedgeBurst*tokenUnit || b.tokens.CompareAndSwap(t, min(t+b.earn, hedgeBurst*tokenUnit)) {
+		if t >= hedgeBurst*tokenUnit || b.tokens.CompareAndSwap(t, min(t+n, hedgeBurst*tokenUnit)) {
 			return
 		}
 	}
@@ -147,7 +151,7 @@ func (b *tokenBucket) take() bool {
 	}
 }
 
-func (b *tokenBucket) refund() { b.tokens.Add(tokenUnit) }
+func (b *tokenBucket) refund() { b.add(tokenUnit) }
 
 // exchange is the outcome of a call's RPCs.
 type exchange struct {
