@@ -370,9 +370,18 @@ func hexDigit(c byte) (byte, bool) {
 	return 0, false
 }
 
+// negativeZero reports whether f is -0.0, which only a float can be: Lua 5.4's
+// integer zero has no sign.
+func negativeZero(f float64) bool {
+	return f == 0 && math.Signbit(f)
+}
+
 // luaNumberString formats a number as Lua 5.4 prints it: integral values in the int64
 // range as integers, others with "%.14g", infinities as "inf"/"-inf".
 func luaNumberString(f float64) string {
+	if negativeZero(f) {
+		return "-0.0"
+	}
 	if i, ok := toInteger(f); ok {
 		return strconv.FormatInt(i, 10)
 	}
