@@ -28,7 +28,7 @@ func (b *lib) openMath54(L *lua.LState) {
 		"max":        mathMax,
 		"min":        mathMin,
 		"sqrt":       math1("sqrt", math.Sqrt),
-		"exp":        math1("exp", math.Exp),
+		"exp":        math1("exp", crExp),
 		"sin":        math1("sin", math.Sin),
 		"cos":        math1("cos", math.Cos),
 		"tan":        math1("tan", math.Tan),
@@ -43,7 +43,7 @@ func (b *lib) openMath54(L *lua.LState) {
 		"cosh":  math1("cosh", math.Cosh),
 		"sinh":  math1("sinh", math.Sinh),
 		"tanh":  math1("tanh", math.Tanh),
-		"log10": math1("log10", math.Log10),
+		"log10": math1("log10", log10),
 		"pow":   mathPow,
 		"ldexp": mathLdexp,
 		"frexp": mathFrexp,
@@ -148,15 +148,16 @@ func mathLog(L *lua.LState) int {
 	var r float64
 	switch {
 	case L.Get(2) == lua.LNil:
-		r = math.Log(x)
+		r = crLog(x)
 	default:
+		// As Lua 5.4: C's log2 and log10 for those bases, else a quotient.
 		switch base := checkNumber(L, 2, fname); base {
 		case 2:
-			r = math.Log2(x)
+			r = crLog2(x)
 		case 10:
-			r = math.Log10(x)
+			r = log10(x)
 		default:
-			r = math.Log(x) / math.Log(base)
+			r = crLog(x) / crLog(base)
 		}
 	}
 	L.Push(lua.LNumber(r))
