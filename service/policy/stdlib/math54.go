@@ -29,11 +29,11 @@ func (b *lib) openMath54(L *lua.LState) {
 		"min":        mathMin,
 		"sqrt":       math1("sqrt", math.Sqrt),
 		"exp":        math1("exp", crExp),
-		"sin":        math1("sin", math.Sin),
-		"cos":        math1("cos", math.Cos),
-		"tan":        math1("tan", math.Tan),
-		"asin":       math1("asin", math.Asin),
-		"acos":       math1("acos", math.Acos),
+		"sin":        math1("sin", crSin),
+		"cos":        math1("cos", crCos),
+		"tan":        math1("tan", crTan),
+		"asin":       math1("asin", crAsin),
+		"acos":       math1("acos", crAcos),
 		"deg":        math1("deg", func(x float64) float64 { return x * (180 / math.Pi) }),
 		"rad":        math1("rad", func(x float64) float64 { return x * (math.Pi / 180) }),
 		"random":     b.mathRandom,
@@ -56,7 +56,7 @@ func (b *lib) openMath54(L *lua.LState) {
 
 func mathPow(L *lua.LState) int {
 	x := checkNumber(L, 1, "pow")
-	L.Push(lua.LNumber(math.Pow(x, checkNumber(L, 2, "pow"))))
+	L.Push(lua.LNumber(crPow(x, checkNumber(L, 2, "pow"))))
 	return 1
 }
 
@@ -170,7 +170,7 @@ func mathAtan(L *lua.LState) int {
 	if L.Get(2) != lua.LNil {
 		x = checkNumber(L, 2, "atan")
 	}
-	L.Push(lua.LNumber(math.Atan2(y, x)))
+	L.Push(lua.LNumber(crAtan2(y, x)))
 	return 1
 }
 
