@@ -67,6 +67,16 @@ result = tostring(k == kumo) .. ' ' .. tostring(require('kumo.string') == kumo.s
 			want: "true true true true true",
 		},
 		{
+			name: "the standard libraries are required by name",
+			files: map[string]string{"policy/init.lua": `
+local same = {}
+for _, lib in ipairs{'coroutine', 'math', 'os', 'string', 'table', 'utf8'} do
+  same[#same + 1] = tostring(require(lib) == _G[lib])
+end
+result = table.concat(same, ' ')` + answer},
+			want: "true true true true true true",
+		},
+		{
 			name: "the policy folder comes before --lua-path",
 			files: map[string]string{
 				"policy/init.lua":       `result = require('m').where .. ' ' .. require('pkg').where .. ' ' .. require('extras.deep').where` + answer,
