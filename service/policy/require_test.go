@@ -373,6 +373,9 @@ func TestErrorNames(t *testing.T) {
 		{"length of a nil local", "local x\nprint(#x)\n", "t.lua:2: attempt to get length of a nil value (local 'x')", false},
 		{"a call result in doubt", "local function f() end\nlocal x = 1\nprint(x .. f())\n", "t.lua:3: attempt to concatenate a nil value", false},
 		{"a removed loader", "loadstring('return 1')\n", "t.lua:1: attempt to call a nil value (global 'loadstring')", false},
+		{"error at level 1", "local function g()\n  error('bad')\nend\ng()\n", "t.lua:2: bad", false},
+		{"error at level 2 names the caller", "local function g()\n  error('bad', 2)\nend\nlocal function h()\n  g()\nend\nh()\n", "t.lua:5: bad", false},
+		{"error at level 3", "local function g()\n  error('bad', 3)\nend\nlocal function h()\n  g()\nend\nh()\n", "t.lua:7: bad", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if oracle := luaMessage(t, "t.lua", tc.src); oracle != "" {

@@ -1,6 +1,7 @@
 package stdlib
 
 import (
+	"fmt"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
@@ -327,11 +328,25 @@ func baseAssert(L *lua.LState) int {
 func baseError(L *lua.LState) int {
 	level := optInteger(L, 2, "error", 1)
 	msg := L.Get(1)
-	if _, ok := msg.(lua.LString); !ok || level <= 0 {
-		level = 0
+	if s, ok := msg.(lua.LString); ok && level > 0 {
+		msg = lua.LString(errorWhere(L, int(level)) + string(s))
 	}
-	L.Error(msg, int(level))
+	L.Error(msg, 0)
 	return 0
+}
+
+// errorWhere is the "chunk:line: " of the function level calls up from error
+// (1 is error's caller), or "" for a Go function or beyond the stack, as Lua
+// 5.4's luaL_where. gopher-lua's own level counting is one short past 1.
+func errorWhere(L *lua.LState, level int) string {
+	dbg, ok := L.GetStack(level)
+	if !ok {
+		return ""
+	}
+	if _, err := L.GetInfo("Sl", dbg, lua.LNil); err != nil || dbg.CurrentLine <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d: ", dbg.Source, dbg.CurrentLine)
 }
 
 // ipairsWith is Lua 5.4's ipairs, returning the state's one step function: it
