@@ -194,7 +194,7 @@ func mathExtreme(L *lua.LState, fname string, min bool) int {
 	best := L.Get(1)
 	for i := 2; i <= top; i++ {
 		v := L.Get(i)
-		if min && L.LessThan(v, best) || !min && L.LessThan(best, v) {
+		if min && lessThan(L, v, best) || !min && lessThan(L, best, v) {
 			best = v
 		}
 	}

@@ -398,3 +398,40 @@ func luaNumberString(f float64) string {
 	}
 	return fmt.Sprintf("%.14g", f)
 }
+
+// lessThan is Lua 5.4's a < b for the library's comparisons (table.sort,
+// math.max, math.min): numbers and strings by value, anything else through an
+// __lt metamethod of either operand, whatever their types, else Lua 5.4's
+// error. gopher-lua's own comparison words its errors differently and tries
+// no metamethod on operands of different types.
+func lessThan(L *lua.LState, a, b lua.LValue) bool {
+	switch x := a.(type) {
+	case lua.LNumber:
+		if y, ok := b.(lua.LNumber); ok {
+			return x < y
+		}
+	case lua.LString:
+		if y, ok := b.(lua.LString); ok {
+			return x < y
+		}
+	}
+	mm := L.GetMetaField(a, "__lt")
+	if mm == lua.LNil {
+		mm = L.GetMetaField(b, "__lt")
+	}
+	if mm != lua.LNil {
+		L.Push(mm)
+		L.Push(a)
+		L.Push(b)
+		L.Call(2, 1)
+		r := L.Get(-1)
+		L.Pop(1)
+		return lua.LVAsBool(r)
+	}
+	ta, tb := a.Type().String(), b.Type().String()
+	if ta == tb {
+		L.RaiseError("attempt to compare two %s values", ta)
+	}
+	L.RaiseError("attempt to compare %s with %s", ta, tb)
+	return false
+}
