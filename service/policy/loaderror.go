@@ -87,6 +87,7 @@ func compileChunk(file string, src []byte) (*lua.FunctionProto, error) {
 		}
 		return nil, le
 	}
+	keepNegativeZero(chunk)
 	proto, err := lua.Compile(chunk, file)
 	if err != nil {
 		return nil, parseErrorToLoadError(file, src, err)

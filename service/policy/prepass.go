@@ -119,7 +119,12 @@ func hexNumeral(num string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	return strconv.FormatFloat(f, 'g', -1, 64), true
+	dec := strconv.FormatFloat(f, 'g', -1, 64)
+	if !strings.ContainsAny(dec, ".eIN") {
+		// Still a float numeral, so that a negated zero stays -0.0.
+		dec += ".0"
+	}
+	return dec, true
 }
 
 // prepassString handles the short string opening at src[start] and returns the

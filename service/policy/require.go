@@ -139,8 +139,11 @@ func (s *state) openPackage(kumo *lua.LTable) {
 	loaded.RawSetString("_G", L.G.Global)
 	loaded.RawSetString("kumo", kumo)
 	loaded.RawSetString("package", pkg)
-	if os, ok := L.GetGlobal("os").(*lua.LTable); ok {
-		loaded.RawSetString("os", os)
+	// As in Lua 5.4, require returns the standard libraries by name.
+	for _, lib := range []string{"coroutine", "math", "os", "string", "table", "utf8"} {
+		if t, ok := L.GetGlobal(lib).(*lua.LTable); ok {
+			loaded.RawSetString(lib, t)
+		}
 	}
 	pkg.RawSetString("loaded", loaded)
 	pkg.RawSetString("preload", L.NewTable())

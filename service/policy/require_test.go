@@ -67,6 +67,16 @@ result = tostring(k == kumo) .. ' ' .. tostring(require('kumo.string') == kumo.s
 			want: "true true true true true",
 		},
 		{
+			name: "the standard libraries are required by name",
+			files: map[string]string{"policy/init.lua": `
+local same = {}
+for _, lib in ipairs{'coroutine', 'math', 'os', 'string', 'table', 'utf8'} do
+  same[#same + 1] = tostring(require(lib) == _G[lib])
+end
+result = table.concat(same, ' ')` + answer},
+			want: "true true true true true true",
+		},
+		{
 			name: "the policy folder comes before --lua-path",
 			files: map[string]string{
 				"policy/init.lua":       `result = require('m').where .. ' ' .. require('pkg').where .. ' ' .. require('extras.deep').where` + answer,
@@ -363,6 +373,9 @@ func TestErrorNames(t *testing.T) {
 		{"length of a nil local", "local x\nprint(#x)\n", "t.lua:2: attempt to get length of a nil value (local 'x')", false},
 		{"a call result in doubt", "local function f() end\nlocal x = 1\nprint(x .. f())\n", "t.lua:3: attempt to concatenate a nil value", false},
 		{"a removed loader", "loadstring('return 1')\n", "t.lua:1: attempt to call a nil value (global 'loadstring')", false},
+		{"error at level 1", "local function g()\n  error('bad')\nend\ng()\n", "t.lua:2: bad", false},
+		{"error at level 2 names the caller", "local function g()\n  error('bad', 2)\nend\nlocal function h()\n  g()\nend\nh()\n", "t.lua:5: bad", false},
+		{"error at level 3", "local function g()\n  error('bad', 3)\nend\nlocal function h()\n  g()\nend\nh()\n", "t.lua:7: bad", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if oracle := luaMessage(t, "t.lua", tc.src); oracle != "" {

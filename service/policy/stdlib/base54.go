@@ -1,6 +1,7 @@
 package stdlib
 
 import (
+	"fmt"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
@@ -36,6 +37,7 @@ func (b *lib) openBase54(L *lua.LState) {
 		"running":     coRunning,
 		"isyieldable": coIsYieldable,
 		"close":       coClose,
+		"status":      coStatus,
 	})
 	origCreate, okCreate := co.RawGetString("create").(*lua.LFunction)
 	origResume, okResume := co.RawGetString("resume").(*lua.LFunction)
@@ -117,15 +119,42 @@ func coRunning(L *lua.LState) int {
 	return 2
 }
 
+// coStatus is coroutine.status with Lua 5.4's "normal" for every coroutine up
+// the chain of resumes.
+func coStatus(L *lua.LState) int {
+	co, ok := L.Get(1).(*lua.LState)
+	if !ok {
+		typeError(L, 1, "status", "thread")
+	}
+	L.Push(lua.LString(statusOf(L, co)))
+	return 1
+}
+
+// statusOf is the status of co seen from L. gopher-lua calls only L's resumer
+// normal and the coroutines above it suspended, so resuming one of those ran
+// it again inside itself until the Go stack overflowed.
+func statusOf(L, co *lua.LState) string {
+	status := L.Status(co)
+	if status == "suspended" {
+		for p := L.Parent; p != nil; p = p.Parent {
+			if p == co {
+				return "normal"
+			}
+		}
+	}
+	return status
+}
+
 // coResumeWith wraps coroutine.resume so that resuming a coroutine that is not
-// suspended fails with Lua 5.4's message.
+// suspended fails with Lua 5.4's message, and a coroutine that dies in an
+// error keeps it for coroutine.close.
 func coResumeWith(orig *lua.LFunction) lua.LGFunction {
 	return func(L *lua.LState) int {
 		co, ok := L.Get(1).(*lua.LState)
 		if !ok {
 			typeError(L, 1, "resume", "thread")
 		}
-		switch L.Status(co) {
+		switch statusOf(L, co) {
 		case "dead":
 			L.Push(lua.LFalse)
 			L.Push(lua.LString("cannot resume dead coroutine"))
@@ -137,12 +166,50 @@ func coResumeWith(orig *lua.LFunction) lua.LGFunction {
 		}
 		L.Insert(orig, 1)
 		L.Call(L.GetTop()-1, lua.MultRet)
+		if L.Get(1) == lua.LFalse && co.Dead {
+			keepError(co, L.Get(2))
+		}
 		return L.GetTop()
 	}
 }
 
+// deadError is the error a coroutine died in, kept until coroutine.close
+// returns it.
+type deadError struct{ value lua.LValue }
+
+// keepError keeps err on the stack of co, which died in it: gopher-lua does
+// not, and Lua 5.4's coroutine.close returns it. Nothing runs on a dead
+// coroutine's stack, so the error lives exactly as long as the coroutine, as
+// in Lua 5.4, whatever the number of coroutines a pooled state runs.
+func keepError(co *lua.LState, err lua.LValue) {
+	ud := co.NewUserData()
+	ud.Value = deadError{err}
+	co.SetTop(0)
+	co.Push(ud)
+}
+
+// takeError returns and forgets the error dead coroutine co died in, if
+// coroutine.close has not yet returned it: no Lua value can be a deadError,
+// so one alone on the stack is the kept error.
+func takeError(co *lua.LState) (lua.LValue, bool) {
+	if co.GetTop() != 1 {
+		return nil, false
+	}
+	ud, ok := co.Get(1).(*lua.LUserData)
+	if !ok {
+		return nil, false
+	}
+	e, ok := ud.Value.(deadError)
+	if ok {
+		co.SetTop(0)
+	}
+	return e.value, ok
+}
+
 // coWrapWith is Lua 5.4's coroutine.wrap on top of create and resume: an error
-// in the coroutine, or calling it once dead, is raised in the caller as it is.
+// in the coroutine, or calling it once dead, is raised in the caller, a string
+// with the caller's position in front. The coroutine keeps no error to close:
+// Lua 5.4 resets it when raising one.
 func coWrapWith(create, resume *lua.LFunction) lua.LGFunction {
 	return func(L *lua.LState) int {
 		if _, ok := L.Get(1).(*lua.LFunction); !ok {
@@ -160,7 +227,14 @@ func coWrapWith(create, resume *lua.LFunction) lua.LGFunction {
 			if lua.LVAsBool(L.Get(1)) {
 				return L.GetTop() - 1
 			}
-			L.Error(L.Get(2), 0)
+			if th, ok := co.(*lua.LState); ok {
+				takeError(th)
+			}
+			err := L.Get(2)
+			if s, ok := err.(lua.LString); ok {
+				err = lua.LString(errorWhere(L, 1) + string(s))
+			}
+			L.Error(err, 0)
 			return 0
 		}))
 		return 1
@@ -168,15 +242,20 @@ func coWrapWith(create, resume *lua.LFunction) lua.LGFunction {
 }
 
 // coClose is Lua 5.4's coroutine.close for a suspended or dead coroutine: it
-// becomes dead. gopher-lua keeps no error of a dead coroutine, so the result is
-// always true.
+// becomes dead, and the result is false and the error it died in the first
+// time it is closed, else true.
 func coClose(L *lua.LState) int {
 	co, ok := L.Get(1).(*lua.LState)
 	if !ok {
 		typeError(L, 1, "close", "thread")
 	}
-	switch status := L.Status(co); status {
+	switch status := statusOf(L, co); status {
 	case "suspended", "dead":
+		if err, ok := takeError(co); ok {
+			L.Push(lua.LFalse)
+			L.Push(err)
+			return 2
+		}
 		co.Dead = true
 		L.Push(lua.LTrue)
 		return 1
@@ -327,11 +406,25 @@ func baseAssert(L *lua.LState) int {
 func baseError(L *lua.LState) int {
 	level := optInteger(L, 2, "error", 1)
 	msg := L.Get(1)
-	if _, ok := msg.(lua.LString); !ok || level <= 0 {
-		level = 0
+	if s, ok := msg.(lua.LString); ok && level > 0 {
+		msg = lua.LString(errorWhere(L, int(level)) + string(s))
 	}
-	L.Error(msg, int(level))
+	L.Error(msg, 0)
 	return 0
+}
+
+// errorWhere is the "chunk:line: " of the function level calls up from error
+// (1 is error's caller), or "" for a Go function or beyond the stack, as Lua
+// 5.4's luaL_where. gopher-lua's own level counting is one short past 1.
+func errorWhere(L *lua.LState, level int) string {
+	dbg, ok := L.GetStack(level)
+	if !ok {
+		return ""
+	}
+	if _, err := L.GetInfo("Sl", dbg, lua.LNil); err != nil || dbg.CurrentLine <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d: ", dbg.Source, dbg.CurrentLine)
 }
 
 // ipairsWith is Lua 5.4's ipairs, returning the state's one step function: it

@@ -2,9 +2,11 @@ package stdlib
 
 import (
 	"fmt"
+	"hash/fnv"
 	"math"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -404,14 +406,31 @@ func formatHexFloat(sp spec, f float64) string {
 	return out
 }
 
-// pointerString identifies reference values; values without identity print "(null)"
-// as Lua 5.4 does for numbers, booleans and nil.
+// shortStringLen is Lua 5.4's LUAI_MAXSHORTLEN: strings up to this length are
+// interned.
+const shortStringLen = 40
+
+// pointerString identifies reference values as Lua 5.4's %p does: tables,
+// functions, coroutines and userdata by their object, strings of up to
+// shortStringLen bytes by their content (Lua interns them, so equal short
+// strings are one object), longer strings by their storage, which a string
+// passed around or returned unchanged (gsub without a substitution) keeps.
+// Values without identity print "(null)" as Lua 5.4 does for numbers, booleans
+// and nil.
 func pointerString(v lua.LValue) string {
 	switch p := v.(type) {
 	case *lua.LTable, *lua.LFunction, *lua.LUserData, *lua.LState:
 		return fmt.Sprintf("%p", p)
 	case lua.LChannel:
 		return fmt.Sprintf("%p", p)
+	case lua.LString:
+		if len(p) <= shortStringLen {
+			h := fnv.New64a()
+			h.Write([]byte(p))
+			// Aligned like an allocation and kept below 2^47 like a user-space address.
+			return fmt.Sprintf("0x%x", h.Sum64()&(1<<47-1)&^7)
+		}
+		return fmt.Sprintf("%p", unsafe.StringData(string(p)))
 	}
 	return "(null)"
 }
@@ -432,7 +451,7 @@ func addLiteral(L *lua.LState, out *strings.Builder, arg int) {
 		case math.IsNaN(f):
 			out.WriteString("(0/0)")
 		default:
-			if i, ok := toInteger(f); ok {
+			if i, ok := toInteger(f); ok && !negativeZero(f) {
 				if i == math.MinInt64 {
 					out.WriteString("0x8000000000000000")
 				} else {

@@ -134,7 +134,7 @@ func mathType(L *lua.LState) int {
 		L.Push(lua.LNil)
 		return 1
 	}
-	if _, isInt := toInteger(float64(n)); isInt {
+	if _, isInt := toInteger(float64(n)); isInt && !negativeZero(float64(n)) {
 		L.Push(lua.LString("integer"))
 	} else {
 		L.Push(lua.LString("float"))

@@ -28,12 +28,12 @@ func (b *lib) openMath54(L *lua.LState) {
 		"max":        mathMax,
 		"min":        mathMin,
 		"sqrt":       math1("sqrt", math.Sqrt),
-		"exp":        math1("exp", math.Exp),
-		"sin":        math1("sin", math.Sin),
-		"cos":        math1("cos", math.Cos),
-		"tan":        math1("tan", math.Tan),
-		"asin":       math1("asin", math.Asin),
-		"acos":       math1("acos", math.Acos),
+		"exp":        math1("exp", crExp),
+		"sin":        math1("sin", crSin),
+		"cos":        math1("cos", crCos),
+		"tan":        math1("tan", crTan),
+		"asin":       math1("asin", crAsin),
+		"acos":       math1("acos", crAcos),
 		"deg":        math1("deg", func(x float64) float64 { return x * (180 / math.Pi) }),
 		"rad":        math1("rad", func(x float64) float64 { return x * (math.Pi / 180) }),
 		"random":     b.mathRandom,
@@ -43,7 +43,7 @@ func (b *lib) openMath54(L *lua.LState) {
 		"cosh":  math1("cosh", math.Cosh),
 		"sinh":  math1("sinh", math.Sinh),
 		"tanh":  math1("tanh", math.Tanh),
-		"log10": math1("log10", math.Log10),
+		"log10": math1("log10", log10),
 		"pow":   mathPow,
 		"ldexp": mathLdexp,
 		"frexp": mathFrexp,
@@ -56,7 +56,7 @@ func (b *lib) openMath54(L *lua.LState) {
 
 func mathPow(L *lua.LState) int {
 	x := checkNumber(L, 1, "pow")
-	L.Push(lua.LNumber(math.Pow(x, checkNumber(L, 2, "pow"))))
+	L.Push(lua.LNumber(crPow(x, checkNumber(L, 2, "pow"))))
 	return 1
 }
 
@@ -148,15 +148,16 @@ func mathLog(L *lua.LState) int {
 	var r float64
 	switch {
 	case L.Get(2) == lua.LNil:
-		r = math.Log(x)
+		r = crLog(x)
 	default:
+		// As Lua 5.4: C's log2 and log10 for those bases, else a quotient.
 		switch base := checkNumber(L, 2, fname); base {
 		case 2:
-			r = math.Log2(x)
+			r = crLog2(x)
 		case 10:
-			r = math.Log10(x)
+			r = log10(x)
 		default:
-			r = math.Log(x) / math.Log(base)
+			r = crLog(x) / crLog(base)
 		}
 	}
 	L.Push(lua.LNumber(r))
@@ -169,7 +170,7 @@ func mathAtan(L *lua.LState) int {
 	if L.Get(2) != lua.LNil {
 		x = checkNumber(L, 2, "atan")
 	}
-	L.Push(lua.LNumber(math.Atan2(y, x)))
+	L.Push(lua.LNumber(crAtan2(y, x)))
 	return 1
 }
 
@@ -193,7 +194,7 @@ func mathExtreme(L *lua.LState, fname string, min bool) int {
 	best := L.Get(1)
 	for i := 2; i <= top; i++ {
 		v := L.Get(i)
-		if min && L.LessThan(v, best) || !min && L.LessThan(best, v) {
+		if min && lessThan(L, v, best) || !min && lessThan(L, best, v) {
 			best = v
 		}
 	}

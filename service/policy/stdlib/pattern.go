@@ -131,6 +131,8 @@ func (b *lib) strGsub(L *lua.LState) int {
 	m.Reset(s, pat, b.check)
 	m.Scan(0, true)
 	last, count := 0, int64(0)
+	// As in Lua 5.4, without a substitution the subject itself is returned.
+	changed := false
 	for count < maxN {
 		found, err := m.Next()
 		if err != nil {
@@ -144,8 +146,10 @@ func (b *lib) strGsub(L *lua.LState) int {
 		whole := s[m.Start():m.End()]
 		switch r := repl.(type) {
 		case lua.LString:
+			changed = true
 			b.expandGsub(L, &m, s, string(r), &out)
 		case lua.LNumber:
+			changed = true
 			add(luaNumberString(float64(r)))
 		default:
 			var v lua.LValue
@@ -160,8 +164,10 @@ func (b *lib) strGsub(L *lua.LState) int {
 			}
 			switch rv := v.(type) {
 			case lua.LString:
+				changed = true
 				add(string(rv))
 			case lua.LNumber:
+				changed = true
 				add(luaNumberString(float64(rv)))
 			default:
 				if lua.LVIsFalse(v) {
@@ -173,8 +179,11 @@ func (b *lib) strGsub(L *lua.LState) int {
 		}
 		last = m.End()
 	}
-	add(s[last:])
-	L.Push(lua.LString(out.String()))
+	if changed {
+		add(s[last:])
+		s = out.String()
+	}
+	L.Push(lua.LString(s))
 	L.Push(lua.LNumber(count))
 	return 2
 }

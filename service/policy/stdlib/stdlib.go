@@ -370,9 +370,18 @@ func hexDigit(c byte) (byte, bool) {
 	return 0, false
 }
 
+// negativeZero reports whether f is -0.0, which only a float can be: Lua 5.4's
+// integer zero has no sign.
+func negativeZero(f float64) bool {
+	return f == 0 && math.Signbit(f)
+}
+
 // luaNumberString formats a number as Lua 5.4 prints it: integral values in the int64
 // range as integers, others with "%.14g", infinities as "inf"/"-inf".
 func luaNumberString(f float64) string {
+	if negativeZero(f) {
+		return "-0.0"
+	}
 	if i, ok := toInteger(f); ok {
 		return strconv.FormatInt(i, 10)
 	}
@@ -388,4 +397,41 @@ func luaNumberString(f float64) string {
 		return "nan"
 	}
 	return fmt.Sprintf("%.14g", f)
+}
+
+// lessThan is Lua 5.4's a < b for the library's comparisons (table.sort,
+// math.max, math.min): numbers and strings by value, anything else through an
+// __lt metamethod of either operand, whatever their types, else Lua 5.4's
+// error. gopher-lua's own comparison words its errors differently and tries
+// no metamethod on operands of different types.
+func lessThan(L *lua.LState, a, b lua.LValue) bool {
+	switch x := a.(type) {
+	case lua.LNumber:
+		if y, ok := b.(lua.LNumber); ok {
+			return x < y
+		}
+	case lua.LString:
+		if y, ok := b.(lua.LString); ok {
+			return x < y
+		}
+	}
+	mm := L.GetMetaField(a, "__lt")
+	if mm == lua.LNil {
+		mm = L.GetMetaField(b, "__lt")
+	}
+	if mm != lua.LNil {
+		L.Push(mm)
+		L.Push(a)
+		L.Push(b)
+		L.Call(2, 1)
+		r := L.Get(-1)
+		L.Pop(1)
+		return lua.LVAsBool(r)
+	}
+	ta, tb := a.Type().String(), b.Type().String()
+	if ta == tb {
+		L.RaiseError("attempt to compare two %s values", ta)
+	}
+	L.RaiseError("attempt to compare %s with %s", ta, tb)
+	return false
 }

@@ -158,7 +158,7 @@ func (s *sorter) less(x, y lua.LValue) bool {
 	s.calls++
 	checkCtx(s.L, s.calls)
 	if s.cmp == nil {
-		return s.L.LessThan(x, y)
+		return lessThan(s.L, x, y)
 	}
 	s.L.Push(s.cmp)
 	s.L.Push(x)
