@@ -64,6 +64,9 @@ func buildServer(dir string, v variant) (string, error) {
 	}
 	cmd := exec.Command("go", append(append([]string{"build", "-o", bin}, flags...), "./cmd/rewrited")...)
 	cmd.Dir = root
+	// As the release binaries are built (Makefile), so that a binary
+	// passed with -rewrited and the floor built here differ only in code.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s ./cmd/rewrited: %w\n%s", strings.Join(flags, " "), err, out)
 	}
