@@ -49,6 +49,7 @@ lint:
 	@if git rev-parse -q --verify HEAD~1 >/dev/null; then buf breaking --against '$(BREAKING_AGAINST)'; else echo "buf breaking: no previous commit to compare with"; fi
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	staticcheck ./...
+	staticcheck -tags benchfloor ./service/rewrite/
 	go mod tidy -diff
 
 # Regenerating the committed Go code from the proto must change nothing.
@@ -58,6 +59,7 @@ proto-check:
 
 vet:
 	go vet ./...
+	go vet -tags benchfloor ./service/rewrite/
 
 unit:
 	go test -race -count=1 ./...

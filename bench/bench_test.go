@@ -2,15 +2,20 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 
 	"github.com/rewrited/rewrited/internal/rewritedtest"
+	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 )
 
 func TestParseVmRSS(t *testing.T) {
@@ -82,6 +87,12 @@ func TestFlags(t *testing.T) {
 	if err != nil || len(cfg.inFlight) != 2 || cfg.inFlight[1] != 16 || cfg.out != filepath.Join("bench", "results", "memory.md") || len(cfg.serverEnv) != 2 || cfg.serverEnv[1] != "GOMEMLIMIT=64MiB" {
 		t.Fatalf("got %+v, %v", cfg, err)
 	}
+	if cfg, err := parseFlags([]string{"-mode", "floor"}); err != nil || !slices.Equal(cfg.inFlight, []int{8, 64}) || cfg.out != filepath.Join("bench", "results", "floor.md") {
+		t.Fatalf("floor defaults: got %+v, %v", cfg, err)
+	}
+	if cfg, err := parseFlags([]string{"-mode", "floor", "-in-flight", "1"}); err != nil || !slices.Equal(cfg.inFlight, []int{1}) {
+		t.Fatalf("floor with -in-flight 1: got %+v, %v", cfg, err)
+	}
 	for _, args := range [][]string{{"-in-flight", "0"}, {"-reps", "0"}, {"-mode", "fast"}, {"-duration", "-1s"}, {"-server-env", "GOGC"}, {"extra"}} {
 		if _, err := parseFlags(args); err == nil {
 			t.Errorf("%q: accepted", args)
@@ -138,7 +149,9 @@ func TestModes(t *testing.T) {
 		want []string
 	}{
 		{"compare", []string{"-reps", "2", "-duration", "200ms", "-warmup", "100ms", "-in-flight", "1,8"},
-			[]string{"| 8 | RewriteResponse |", "| 8 | Health.Check |", "| 8 | **RR / HC** |", "Throughput RR/HC at 8 in flight"}},
+			[]string{"| 8 | RewriteResponse |", "| 8 | Health.Check |", "| 8 | **RR / HC** |", "Load average after"}},
+		{"floor", []string{"-reps", "2", "-duration", "200ms", "-warmup", "100ms"},
+			[]string{"| 8 | shipped |", "| 8 | floor |", "| 64 | **shipped / floor** |", "Throughput shipped/floor at 64 in flight ≥ 0.97", "Server CPU per call shipped/floor at 8 in flight ≤ 1.04"}},
 		{"memory", []string{"-mem-duration", "2s", "-warmup", "100ms", "-mem-in-flight", "8"},
 			[]string{"| idle | start | end | max |", "Every 5 s (MiB): 0s "}},
 		{"profile", []string{"-duration", "1s", "-warmup", "100ms", "-mem-in-flight", "8", "-pprof", filepath.Join(dir, "cpu.prof")},
@@ -168,4 +181,68 @@ func TestModes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFloorBuild checks that the floor build answers without checking the
+// request or evaluating its policy, and that the build as shipped does both:
+// both serve a policy that rewrites every reply its own way.
+func TestFloorBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts two servers")
+	}
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "other.lua")
+	src := "kumo.on('smtp_server_rewrite_response', function(status, response)\n  return 250, 'other ' .. response\nend)\n"
+	if err := os.WriteFile(pol, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	command := "DATA"
+	ask := func(t *testing.T, bin string, req *rewritev1.RewriteResponseRequest) (*rewritev1.RewriteResponseResponse, error) {
+		t.Helper()
+		srv, err := startServer(bin, 0, nil, []string{"--policy", pol}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.stop()
+		conn, err := dial(srv.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return rewritev1.NewRewriteServiceClient(conn).RewriteResponse(ctx, req)
+	}
+	valid := &rewritev1.RewriteResponseRequest{Status: 250, Response: "OK id=1", Command: &command}
+	invalid := &rewritev1.RewriteResponseRequest{Status: 999, Response: "OK id=1", Command: &command}
+
+	floorBin, err := buildServer(dir, floor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("floor", func(t *testing.T) {
+		for _, req := range []*rewritev1.RewriteResponseRequest{valid, invalid} {
+			resp, err := ask(t, floorBin, req)
+			if err != nil {
+				t.Fatalf("status %d: %v", req.Status, err)
+			}
+			if resp.GetStatus() != req.Status || resp.GetResponse() != "super fantastic!\nOK id=1" || !resp.GetRewritten() ||
+				resp.GetOutcome() != rewritev1.Outcome_OUTCOME_REWRITTEN || len(resp.GetPolicyVersion()) != 12 {
+				t.Errorf("status %d: got %v, want the fixed rewrite", req.Status, resp)
+			}
+		}
+	})
+	t.Run("shipped", func(t *testing.T) {
+		bin := rewritedtest.Binary(t)
+		resp, err := ask(t, bin, valid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetStatus() != 250 || resp.GetResponse() != "other OK id=1" || resp.GetOutcome() != rewritev1.Outcome_OUTCOME_REWRITTEN {
+			t.Errorf("got %v, want the policy's rewrite", resp)
+		}
+		if _, err := ask(t, bin, invalid); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("status 999: got %v, want InvalidArgument", err)
+		}
+	})
 }

@@ -27,28 +27,48 @@ import (
 // without changing its source.
 const profileTag = "rewritedprofile"
 
-// buildServer compiles ./cmd/rewrited into dir; with profiling, the binary
-// also carries profile_rewrited.go.
-func buildServer(dir string, profiling bool) (string, error) {
+// floorTag builds service/rewrite's decide_floor.go instead of decide.go:
+// a server that answers every RewriteResponse with a fixed rewrite of the
+// same size, without evaluating anything.
+const floorTag = "benchfloor"
+
+// variant is a way to build the server.
+type variant int
+
+const (
+	shipped   variant = iota // ./cmd/rewrited as it is
+	profiling                // with profile_rewrited.go
+	floor                    // with the floorTag
+)
+
+// buildServer compiles the variant of ./cmd/rewrited into dir.
+func buildServer(dir string, v variant) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "rewrited")
-	args := []string{"build", "-o", bin}
-	if profiling {
+	var flags []string
+	switch v {
+	case profiling:
 		overlay := filepath.Join(dir, "overlay.json")
 		src := filepath.Join(root, "bench", "profile_rewrited.go")
 		dst := filepath.Join(root, "cmd", "rewrited", "zz_benchprofile.go")
 		if err := os.WriteFile(overlay, fmt.Appendf(nil, `{"Replace":{%q:%q}}`, dst, src), 0o644); err != nil {
 			return "", err
 		}
-		args = append(args, "-tags", profileTag, "-overlay", overlay)
+		flags = []string{"-tags", profileTag, "-overlay", overlay}
+	case floor:
+		bin += "-floor"
+		flags = []string{"-tags", floorTag}
 	}
-	cmd := exec.Command("go", append(args, "./cmd/rewrited")...)
+	cmd := exec.Command("go", append(append([]string{"build", "-o", bin}, flags...), "./cmd/rewrited")...)
 	cmd.Dir = root
+	// As the release binaries are built (Makefile), so that a binary
+	// passed with -rewrited and the floor built here differ only in code.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/rewrited: %w\n%s", err, out)
+		return "", fmt.Errorf("go build %s ./cmd/rewrited: %w\n%s", strings.Join(flags, " "), err, out)
 	}
 	return bin, nil
 }

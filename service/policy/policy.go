@@ -16,7 +16,6 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
-	"golang.org/x/sys/cpu"
 )
 
 // Event is the only KumoMTA event rewrited runs.
@@ -145,16 +144,13 @@ type Policy struct {
 	modules       modules
 
 	hasHandler bool
-	// Idle states: near holds one per P (GOMAXPROCS), and pool the rest.
-	// An evaluation takes and returns its own P's state, so the cores share
-	// no lock on the way to a state, and calls one after another reuse the
-	// state used last, still in the CPU's caches, instead of cycling FIFO
-	// through every idle one.
-	near   []nearSlot
-	procs  sync.Pool // *int: the index into near of the P that holds it
-	nextP  atomic.Uint32
-	pool   chan *state
-	closed atomic.Bool
+	// Idle states, a stack: an evaluation takes the state returned last,
+	// whose memory is the likeliest still to be in the CPU's caches, and
+	// calls one after another reuse one state instead of cycling through
+	// every idle one. mu guards idleStates and closed.
+	mu         sync.Mutex
+	idleStates []*state
+	closed     bool
 
 	created, misses, discarded atomic.Uint64
 }
@@ -180,7 +176,6 @@ func Version(src []byte) string {
 // usable policy.
 func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) {
 	opts = opts.withDefaults()
-	near := min(opts.PoolSize, runtime.GOMAXPROCS(0))
 	proto, err := compileChunk(file, src)
 	if err != nil {
 		var le *LoadError
@@ -195,17 +190,12 @@ func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) 
 		sourceVersion: Version(src),
 		proto:         proto,
 		search:        newSearchPath(file, opts.LuaPath),
-		near:          make([]nearSlot, near),
-		pool:          make(chan *state, opts.PoolSize-near),
+		idleStates:    make([]*state, 0, opts.PoolSize),
 	}
 	p.version = p.sourceVersion
 	own := &chunk{file: file, src: src, sum: sha256.Sum256(src), proto: proto}
 	p.modules.chunks = map[string]*chunk{file: own}
 	p.modules.resolved = map[string]string{}
-	p.procs.New = func() any {
-		i := int(p.nextP.Add(1)-1) % len(p.near)
-		return &i
-	}
 	first, warnings, err := p.newMeasuredState()
 	if err != nil {
 		return nil, nil, err
@@ -215,36 +205,14 @@ func Compile(file string, src []byte, opts Options) (*Policy, []Warning, error) 
 	if !p.hasHandler {
 		warnings = append(warnings, Warning{File: file, Message: "no " + Event + " handler is registered: every reply passes unchanged"})
 	}
-	p.near[0].s.Store(first)
+	p.idleStates = append(p.idleStates, first)
 	return p, warnings, nil
 }
 
-// nearSlot holds one P's idle state, alone on its cache line so that cores
-// taking and returning states do not contend for one line.
-type nearSlot struct {
-	s atomic.Pointer[state]
-	_ cpu.CacheLinePad
-}
-
-// mine returns the slot of the P the caller runs on. sync.Pool keeps an
-// item per P, so each P gets back its own index. A P idle across two GCs
-// loses its index and draws a new one, perhaps another P's: the two then
-// share a slot, which costs contention, not correctness.
-func (p *Policy) mine() *nearSlot {
-	i := p.procs.Get().(*int)
-	slot := &p.near[*i]
-	p.procs.Put(i)
-	return slot
-}
-
 func (p *Policy) idle() int {
-	n := len(p.pool)
-	for i := range p.near {
-		if p.near[i].s.Load() != nil {
-			n++
-		}
-	}
-	return n
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idleStates)
 }
 
 // Version returns the digest of the policy's source and of the modules it
@@ -283,24 +251,13 @@ func (p *Policy) Warm() error {
 // Close releases the idle states. Evaluations still running finish; their
 // states are closed when they return.
 func (p *Policy) Close() {
-	p.closed.Store(true)
-	p.drain()
-}
-
-// drain closes the idle states.
-func (p *Policy) drain() {
-	for i := range p.near {
-		if s := p.near[i].s.Swap(nil); s != nil {
-			s.close()
-		}
-	}
-	for {
-		select {
-		case s := <-p.pool:
-			s.close()
-		default:
-			return
-		}
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idleStates
+	p.idleStates = nil
+	p.mu.Unlock()
+	for _, s := range idle {
+		s.close()
 	}
 }
 
@@ -373,56 +330,32 @@ func BreaksDataSemantics(in Input, status int) bool {
 	return in.Command != nil && *in.Command == "DATA" && in.Status/100 == 2 && status/100 != 2
 }
 
-// putFar keeps s in another P's slot, else in the pool; it reports whether
-// there was room. The slots come first so that the states in use stay the
-// few used last even when two Ps share a slot.
-func (p *Policy) putFar(s *state) bool {
-	for i := range p.near {
-		if p.near[i].s.CompareAndSwap(nil, s) {
-			return true
-		}
-	}
-	select {
-	case p.pool <- s:
-		return true
-	default:
-		return false
-	}
-}
-
-// get takes an idle state: this P's, else another P's, which another core
-// may still cache, else one from the pool, else a new one.
+// get takes the idle state returned last, or builds one when none is idle.
 func (p *Policy) get() (*state, error) {
-	if s := p.mine().s.Swap(nil); s != nil {
+	p.mu.Lock()
+	if n := len(p.idleStates); n > 0 {
+		s := p.idleStates[n-1]
+		p.idleStates[n-1] = nil
+		p.idleStates = p.idleStates[:n-1]
+		p.mu.Unlock()
 		return s, nil
 	}
-	for i := range p.near {
-		if s := p.near[i].s.Swap(nil); s != nil {
-			return s, nil
-		}
-	}
-	select {
-	case s := <-p.pool:
-		return s, nil
-	default:
-	}
+	p.mu.Unlock()
 	p.misses.Add(1)
 	s, _, err := p.newState(false)
 	return s, err
 }
 
-// put returns s to the idle states, this P's slot first, or closes it when
-// they are full or the policy is closed.
+// put returns s to the idle states, or closes it when they are full or the
+// policy is closed; it reports whether s was kept.
 func (p *Policy) put(s *state) bool {
-	if !p.mine().s.CompareAndSwap(nil, s) && !p.putFar(s) {
+	p.mu.Lock()
+	if p.closed || len(p.idleStates) >= p.opts.PoolSize {
+		p.mu.Unlock()
 		s.close()
 		return false
 	}
-	// Checked after s is stored: Close sets closed before it drains, so
-	// either its drain or this one finds s.
-	if p.closed.Load() {
-		p.drain()
-		return false
-	}
+	p.idleStates = append(p.idleStates, s)
+	p.mu.Unlock()
 	return true
 }

@@ -6,15 +6,10 @@ import (
 	"context"
 	"log/slog"
 	"sort"
-	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	rewritev1 "github.com/rewrited/rewrited/proto/rewrite/v1"
 	wirev1 "github.com/rewrited/rewrited/proto/rewrite/wire/v1"
@@ -101,55 +96,12 @@ func (s *Service) RewriteResponse(ctx context.Context, req *rewritev1.RewriteRes
 	})
 }
 
-// Rewrite decides one reply.
+// Rewrite decides one reply. What deciding means depends on the build:
+// the server as shipped checks the request and evaluates its policy
+// (decide.go); the benchfloor build answers without doing either
+// (decide_floor.go), the floor `go run ./bench -mode floor` measures against.
 func (s *Service) Rewrite(ctx context.Context, req *wirev1.LazyRewriteRequest) (*rewritev1.RewriteResponseResponse, error) {
-	in, err := s.limits.input(req)
-	if err != nil {
-		return nil, err
-	}
-	name := req.GetPolicy()
-	if name == "" {
-		name = DefaultPolicy
-	}
-	p, ok := s.resolver.Policy(name)
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "policy %q is not served (served: %s)", name, strings.Join(s.resolver.Names(), ", "))
-	}
-	var d policy.Decision
-	start := time.Now()
-	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		d = evaluateTraced(ctx, span, p, in)
-	} else {
-		d = p.Evaluate(ctx, in)
-	}
-	if s.observer != nil {
-		s.observer.Observe(ctx, p, in, d, time.Since(start))
-	}
-	return s.response(p, &d), nil
-}
-
-// tracerName names the spans of this package.
-const tracerName = "github.com/rewrited/rewrited/service/rewrite"
-
-// evaluateTraced evaluates in a child span of the call's span and records
-// the decision on both: policy name and version, outcome, evaluation time.
-func evaluateTraced(ctx context.Context, call trace.Span, p *policy.Policy, in policy.Input) policy.Decision {
-	ctx, span := call.TracerProvider().Tracer(tracerName).Start(ctx, "rewrited.policy.evaluate")
-	start := time.Now()
-	d := p.Evaluate(ctx, in)
-	attrs := []attribute.KeyValue{
-		attribute.String("rewrited.policy.name", p.Name()),
-		attribute.String("rewrited.policy.version", p.Version()),
-		attribute.String("rewrited.outcome", d.Outcome.String()),
-		attribute.Float64("rewrited.evaluation.seconds", time.Since(start).Seconds()),
-	}
-	span.SetAttributes(attrs...)
-	if d.Err != nil {
-		span.SetStatus(otelcodes.Error, d.Err.Error())
-	}
-	span.End()
-	call.SetAttributes(attrs...)
-	return d
+	return s.decide(ctx, req)
 }
 
 // outcomes maps the engine's outcomes to the API's: the one place the
@@ -173,30 +125,4 @@ func EngineOutcome(o rewritev1.Outcome) policy.Outcome {
 		}
 	}
 	return policy.OutcomeUnspecified
-}
-
-func (s *Service) response(p *policy.Policy, d *policy.Decision) *rewritev1.RewriteResponseResponse {
-	resp := &rewritev1.RewriteResponseResponse{
-		Status:          uint32(d.Status),
-		Response:        d.Response,
-		Rewritten:       d.Rewritten,
-		CloseConnection: d.CloseConnection,
-		PolicyVersion:   p.Version(),
-		Outcome:         outcomes[d.Outcome],
-	}
-	if d.Err != nil {
-		resp.Error = d.Err.Error()
-	}
-	if len(d.MetaUpdates) > 0 {
-		updates, err := structpb.NewStruct(d.MetaUpdates)
-		if err != nil {
-			// Values come from the policy's set_meta, which only accepts
-			// JSON-serialisable values; should one still not convert, the
-			// reply matters more than the metadata.
-			s.logger.Warn("meta updates dropped", "policy", p.Name(), "error", err)
-		} else {
-			resp.MetaUpdates = updates
-		}
-	}
-	return resp
 }
