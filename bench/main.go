@@ -45,6 +45,7 @@ type config struct {
 	sessions    []int
 	messages    int
 	noRewrite   bool
+	proxyProf   string
 }
 
 func main() {
@@ -82,6 +83,7 @@ func parseFlags(args []string) (config, error) {
 	sessions := fs.String("sessions", "1,32", "comma-separated smtp-source session counts (proxy)")
 	fs.IntVar(&cfg.messages, "messages", 0, "messages per smtp-source run (proxy; default 100 per session, at least 200)")
 	fs.BoolVar(&cfg.noRewrite, "no-rewrite", false, "the proxy relays without asking rewrited, to separate the relay's cost from the calls' (proxy)")
+	fs.StringVar(&cfg.proxyProf, "proxy-pprof", "", "directory where proxy mode writes CPU and allocation profiles of the proxy and of rewrited over its runs (proxy; default none)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -149,8 +151,9 @@ func benchmark(cfg config, stdout io.Writer) error {
 	}
 	defer os.RemoveAll(tmp)
 	bin := cfg.binary
-	if bin == "" || cfg.mode == "profile" {
-		if bin, err = buildServer(tmp, cfg.mode == "profile"); err != nil {
+	profiling := cfg.mode == "profile" || (cfg.mode == "proxy" && cfg.proxyProf != "")
+	if bin == "" || profiling {
+		if bin, err = buildServer(tmp, profiling); err != nil {
 			return err
 		}
 	}
@@ -164,7 +167,7 @@ func benchmark(cfg config, stdout io.Writer) error {
 		return writeReport(cfg, stdout, report.Bytes())
 	}
 	profile := ""
-	if cfg.mode == "profile" {
+	if profiling {
 		profile = filepath.Join(tmp, "cpu.pprof")
 	}
 	args := serverArgs(cfg)
