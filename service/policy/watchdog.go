@@ -126,13 +126,10 @@ func (w *watchdogT) remove(dl *deadline) {
 	}
 	w.mu.Unlock()
 	if done != nil {
+		// The alarm is left set: its token, if it comes, is a spurious check
+		// for the next goroutine, and clearing alarmAt here could undo an
+		// alarm that goroutine needs.
 		<-done
-		w.alarmMu.Lock()
-		if w.alarm != nil {
-			w.alarm.Stop()
-		}
-		w.alarmAt.Store(0)
-		w.alarmMu.Unlock()
 	}
 }
 
