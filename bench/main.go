@@ -46,6 +46,7 @@ type config struct {
 	sessions    []int
 	messages    int
 	noRewrite   bool
+	proxyProf   string
 }
 
 func main() {
@@ -83,6 +84,7 @@ func parseFlags(args []string) (config, error) {
 	sessions := fs.String("sessions", "1,32", "comma-separated smtp-source session counts (proxy)")
 	fs.IntVar(&cfg.messages, "messages", 0, "messages per smtp-source run (proxy; default 100 per session, at least 200)")
 	fs.BoolVar(&cfg.noRewrite, "no-rewrite", false, "the proxy relays without asking rewrited, to separate the relay's cost from the calls' (proxy)")
+	fs.StringVar(&cfg.proxyProf, "proxy-pprof", "", "directory where proxy mode writes CPU and allocation profiles of the proxy and of rewrited over its runs (proxy; default none)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -160,8 +162,9 @@ func benchmark(cfg config, stdout io.Writer) error {
 	}
 	defer os.RemoveAll(tmp)
 	bin := cfg.binary
+	profiled := cfg.mode == "profile" || (cfg.mode == "proxy" && cfg.proxyProf != "")
 	switch {
-	case cfg.mode == "profile":
+	case profiled:
 		bin, err = buildServer(tmp, profiling)
 	case bin == "":
 		bin, err = buildServer(tmp, shipped)
@@ -179,7 +182,7 @@ func benchmark(cfg config, stdout io.Writer) error {
 		return writeReport(cfg, stdout, report.Bytes())
 	}
 	profile := ""
-	if cfg.mode == "profile" {
+	if profiled {
 		profile = filepath.Join(tmp, "cpu.pprof")
 	}
 	args := serverArgs(cfg)

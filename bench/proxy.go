@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -79,6 +81,17 @@ func proxyBench(cfg config, srv *server, report io.Writer) error {
 		"CPU per message from /proc: the proxy (this process), rewrited, and the rest of the machine (Postfix, smtp-source and any other work). "+
 		"Medians of %d runs, range in parentheses; the ratio is the median of the per-pair ratios.\n\n",
 		postfixVersion(), client.DefaultTimeout, map[bool]string{true: "; **-no-rewrite: the proxy only relays, no rewrite call is made**"}[cfg.noRewrite], cfg.reps)
+	if cfg.proxyProf != "" {
+		stop, err := profileProxyRuns(srv, cfg.proxyProf)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "bench: profiles:", err)
+			}
+		}()
+	}
 	report.Write([]byte("| sessions | messages/run | direct msg/s | proxy msg/s | ratio proxy/direct | direct session | proxy session | rewrite calls/msg | proxy CPU/msg | rewrited CPU/msg | rest CPU/msg direct → proxy |\n|---|---|---|---|---|---|---|---|---|---|---|\n"))
 	for _, s := range cfg.sessions {
 		m := cfg.messages
@@ -153,6 +166,52 @@ func smtpSource(srv *server, addr string, sessions, messages int, calls *atomic.
 		x.calls = float64(calls.Load()-callsBefore) / float64(messages)
 	}
 	return x, nil
+}
+
+// profileProxyRuns starts CPU profiles of this process (the proxy) and of
+// rewrited; stop writes them, with the allocation profiles at start and
+// end, to dir as proxy.pprof and rewrited.pprof (.allocs-start, .allocs-end).
+func profileProxyRuns(srv *server, dir string) (stop func() error, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	self := filepath.Join(dir, "proxy.pprof")
+	if err := writeHeap(self + ".allocs-start"); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(self)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := srv.startProfile(); err != nil {
+		pprof.StopCPUProfile()
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		errs := []error{f.Close(), writeHeap(self + ".allocs-end"), srv.stopProfile()}
+		for _, suffix := range []string{"", ".allocs-start", ".allocs-end"} {
+			raw, err := os.ReadFile(srv.profile + suffix)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, "rewrited.pprof"+suffix), raw, 0o644)
+			}
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}, nil
+}
+
+func writeHeap(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	return errors.Join(pprof.Lookup("allocs").WriteTo(f, 0), f.Close())
 }
 
 func postfixVersion() string {

@@ -144,3 +144,48 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestSASLLineTooLong: a SASL response over the proxy's 12288 octets
+// cancels the exchange with the backend and gets RFC 4954's 500 5.5.6, and
+// the session stays usable; one without a line end past 64 KiB ends the
+// session with a 421.
+func TestSASLLineTooLong(t *testing.T) {
+	pf := needPostfix(t)
+	srv, addr := startServer(t, startRewrited(t), Config{Backend: pf.Addr}, false)
+	startAuth := func(t *testing.T) *smtpConn {
+		c := dialSMTP(t, addr)
+		c.reply()
+		c.cmd("EHLO client.test")
+		if code, text := c.cmd("AUTH LOGIN"); code != 334 {
+			t.Fatalf("AUTH LOGIN: %d %q", code, text)
+		}
+		return c
+	}
+	t.Run("over the limit", func(t *testing.T) {
+		c := startAuth(t)
+		code, text := c.cmd(strings.Repeat("QUFB", maxAuthLine/4))
+		if code != 500 || !strings.HasPrefix(text, "5.5.6 Authentication Exchange line is too long") || cmdOf(text) != "nil" {
+			t.Errorf("got %d %q, want a rewritten 500 5.5.6 with cmd=nil", code, text)
+		}
+		// The backend left the exchange too: the next one succeeds.
+		plain := base64.StdEncoding.EncodeToString([]byte("\x00" + postfixtest.AuthUser + "\x00" + postfixtest.AuthPassword))
+		if code, text := c.cmd("AUTH PLAIN " + plain); code != 235 {
+			t.Errorf("AUTH PLAIN after the cancelled exchange: %d %q, want 235", code, text)
+		}
+		if code, _ := c.cmd("QUIT"); code != 221 {
+			t.Errorf("QUIT: %d", code)
+		}
+	})
+	t.Run("no line end", func(t *testing.T) {
+		c := startAuth(t)
+		go func() { _, _ = c.conn.Write(bytes.Repeat([]byte("A"), 2*maxDiscard)) }()
+		code, text := c.reply()
+		if code != 421 || cmdOf(text) != "nil" {
+			t.Errorf("got %d %q, want a rewritten 421 with cmd=nil", code, text)
+		}
+		if !c.closed() {
+			t.Error("connection left open")
+		}
+	})
+	waitIdle(t, srv)
+}

@@ -75,7 +75,11 @@ func (s *session) prepareBackend(status int, banner []string) (int, []string, er
 	}
 	if s.cfg.XClient {
 		if !hasExtension(ehlo, "XCLIENT") {
-			s.cfg.Logger.Warn("backend does not offer XCLIENT: it sees the proxy's address", "backend", s.cfg.Backend)
+			// Sending it anyway would only get a refusal; the session goes on
+			// with the proxy's address, which the backend's rules then see.
+			if s.srv.xclientMissing.CompareAndSwap(false, true) {
+				s.cfg.Logger.Warn("backend does not offer XCLIENT: it sees the proxy's address (logged once)", "backend", s.cfg.Backend)
+			}
 			return status, banner, nil
 		}
 		lines, err := s.exchange(xclientCommand(s.conn.RemoteAddr()), 220)

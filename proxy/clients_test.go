@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"bytes"
+	"log/slog"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -190,5 +192,41 @@ func TestPipelinedBatch(t *testing.T) {
 	}
 	if code, text := c.reply(); code != 221 || cmdOf(text) != "nil" {
 		t.Errorf("QUIT: %d %q, want 221 with cmd=nil", code, text)
+	}
+}
+
+// TestXClientNotOffered: with XClient and a backend that does not offer
+// XCLIENT (Postfix refuses it from hosts not in
+// smtpd_authorized_xclient_hosts), the proxy sends none, the mail goes
+// through with the proxy's address, and the warning is logged once for
+// all sessions.
+func TestXClientNotOffered(t *testing.T) {
+	pf := needPostfix(t)
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs}, nil))
+	addr := startProxy(t, startRewrited(t), Config{Backend: pf.StrictAddr, XClient: true, Logger: logger})
+	for range 2 {
+		// An XCLIENT sent anyway would get Postfix's 550 and end the
+		// session in the proxy's 421 before the greeting.
+		out := swaks(t, addr, "--local-interface", "127.0.0.2")
+		if !strings.Contains(out, "[from=127.0.0.2:") {
+			t.Errorf("the policy did not see received_from=127.0.0.2:\n%s", out)
+		}
+		m := queueID.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no queue id in\n%s", out)
+		}
+		log, err := pf.WaitLog(m[1]+": client=", 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(log, "\n") {
+			if strings.Contains(l, m[1]+": client=") && !strings.Contains(l, "[127.0.0.1]") {
+				t.Errorf("Postfix logged %q, want the proxy's address 127.0.0.1", l)
+			}
+		}
+	}
+	if n := strings.Count(logs.String(), "does not offer XCLIENT"); n != 1 {
+		t.Errorf("the warning was logged %d times over two sessions, want once:\n%s", n, logs.String())
 	}
 }

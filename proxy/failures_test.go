@@ -344,3 +344,28 @@ func TestIntermediateReplyKeepsItsClass(t *testing.T) {
 		t.Errorf("after the body: %d %q, want 250 with cmd=DATA", code, text)
 	}
 }
+
+// TestPostfixUnilateral421: Postfix ends a session that made too many
+// errors with a 421 of its own, written before any further command; the
+// client gets it rewritten with command nil, and both connections close.
+func TestPostfixUnilateral421(t *testing.T) {
+	pf := needPostfix(t)
+	srv, addr := startServer(t, startRewrited(t), Config{Backend: pf.StrictAddr}, false)
+	c := dialSMTP(t, addr)
+	c.reply()
+	c.cmd("EHLO client.test")
+	for _, bad := range []string{"FOO one", "FOO two"} {
+		if code, text := c.cmd(bad); code != 500 || cmdOf(text) != bad {
+			t.Fatalf("%s: got %d %q, want a rewritten 500 with cmd=%s", bad, code, text, bad)
+		}
+	}
+	code, text := c.reply() // nothing sent: the 421 answers no command
+	if code != 421 || !strings.HasPrefix(text, "4.7.0 postfix.test Error: too many errors") || cmdOf(text) != "nil" {
+		t.Errorf("got %d %q, want Postfix's 421 4.7.0 rewritten with cmd=nil", code, text)
+	}
+	if !c.closed() {
+		t.Error("the proxy kept the client connection open after the 421")
+	}
+	// The session, and with it the backend connection, is gone.
+	waitIdle(t, srv)
+}

@@ -43,7 +43,8 @@ type Config struct {
 	// version to the backend; 0 sends none.
 	ProxyProtocol int
 	// XClient sends the client's address with XCLIENT when the backend
-	// offers it.
+	// offers it; when it does not, the session goes on without (one
+	// warning is logged).
 	XClient bool
 	// MaxConnections caps concurrent sessions; further clients get a 421
 	// reply. Zero means no cap.
@@ -71,6 +72,9 @@ type Server struct {
 
 	active atomic.Int64
 	total  atomic.Int64
+	// xclientMissing is set once a backend EHLO lacked XCLIENT, so the
+	// warning is logged once, not per session.
+	xclientMissing atomic.Bool
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.

@@ -70,6 +70,9 @@ type queued struct {
 	verb  string // its first word, upper case
 	own   client.Reply
 	after func() bool // runs after an own reply is sent; false ends the session
+	// tooLong marks the "*" sent for a SASL line over maxAuthLine: the
+	// client gets RFC 4954's reply, not the backend's to the cancel.
+	tooLong bool
 }
 
 // command is the command value KumoMTA gives a reply to q: "DATA" after
@@ -79,6 +82,8 @@ func (q queued) command(status int) string {
 	switch {
 	case q.kind == waitBody:
 		return "DATA"
+	case q.tooLong:
+		return "" // the line was not read whole
 	case status >= 400:
 		// The command travels as a protobuf string, which must be UTF-8.
 		return strings.ToValidUTF8(q.line, "\uFFFD")
@@ -376,7 +381,7 @@ func (s *session) onClientLine(l clientLine) bool {
 		case errors.Is(l.err, errLineTooLong):
 			if l.kind == kindAuth {
 				// The backend waits for a SASL response: cancel the exchange.
-				return s.forward(queued{kind: waitAuthLine, line: "*"})
+				return s.forward(queued{kind: waitAuthLine, line: "*", tooLong: true})
 			}
 			s.enqueueOwn(500, "5.5.2 Error: line too long", "")
 			return true
@@ -469,6 +474,10 @@ func (s *session) onReply(r backendReply) bool {
 	}
 	q := s.queue[0]
 	s.queue = s.queue[1:]
+	if q.tooLong && r.status >= 400 {
+		// The backend took the cancel; RFC 4954 6 names the cause.
+		r = backendReply{status: 500, lines: []string{"5.5.6 Authentication Exchange line is too long"}}
+	}
 	lines := r.lines
 	if q.verb == "EHLO" && r.status == 250 {
 		lines = filterEHLO(lines, s.cfg.TLS != nil && !s.tlsActive)

@@ -67,7 +67,7 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.backendTLSCA, "backend-tls-ca", "", "PEM CA `file` the backend's certificate must chain to (default: the system roots)")
 	fs.BoolVar(&o.backendTLSSkipVerify, "backend-tls-skip-verify", false, "accept any backend certificate")
 	fs.StringVar(&o.proxyProtocol, "backend-proxy-protocol", "", "send the client's address in a PROXY protocol header: `v1` or v2")
-	fs.BoolVar(&o.xclient, "xclient", false, "send the client's address with XCLIENT when the backend offers it")
+	fs.BoolVar(&o.xclient, "xclient", false, "send the client's address with XCLIENT when the backend offers it (one that does not sees the proxy's address; a warning is logged once)")
 	fs.IntVar(&o.maxConnections, "max-connections", 1000, "concurrent sessions; further clients get 421 (0: no cap)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "wait for each client command or read")
 	fs.DurationVar(&o.commandTimeout, "command-timeout", proxy.DefaultCommandTimeout, "wait for each backend reply")

@@ -18,9 +18,12 @@ import (
 
 // Instance is a running Postfix.
 type Instance struct {
-	Dir        string // config directory, holding main.cf, master.cf, the queue and maillog
-	Addr       string // smtpd, offering XCLIENT to 127.0.0.0/8
-	ProxyAddr  string // smtpd expecting a PROXY protocol header (haproxy v1/v2)
+	Dir       string // config directory, holding main.cf, master.cf, the queue and maillog
+	Addr      string // smtpd, offering XCLIENT to 127.0.0.0/8
+	ProxyAddr string // smtpd expecting a PROXY protocol header (haproxy v1/v2)
+	// StrictAddr is an smtpd that offers no XCLIENT and ends a session
+	// after two error replies with its own 421 (smtpd_hard_error_limit).
+	StrictAddr string
 	RejectFrom string // sender address the instance refuses at MAIL
 	// RejectRcpt is a recipient refused at RCPT with a 550.
 	RejectRcpt string
@@ -99,12 +102,13 @@ func (in *Instance) start() (err error) {
 		return err
 	}
 	in.CAFile = certFile
-	ports, err := freePorts(2)
+	ports, err := freePorts(3)
 	if err != nil {
 		return err
 	}
 	in.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	in.ProxyAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
+	in.StrictAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
 
 	headerChecks := filepath.Join(in.Dir, "header_checks")
 	files := map[string]string{
@@ -165,6 +169,7 @@ func masterCF(in *Instance) string {
 	return strings.Join([]string{
 		in.Addr + " inet n - n - - smtpd",
 		in.ProxyAddr + " inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy",
+		in.StrictAddr + " inet n - n - - smtpd -o smtpd_authorized_xclient_hosts= -o smtpd_hard_error_limit=2",
 		"pickup unix n - n 60 1 pickup",
 		"cleanup unix n - n - 0 cleanup",
 		"qmgr unix n - n 300 1 qmgr",
@@ -209,10 +214,10 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// waitListening waits until both smtpd ports accept connections.
+// waitListening waits until every smtpd port accepts connections.
 func (in *Instance) waitListening() error {
 	deadline := time.Now().Add(20 * time.Second)
-	for _, addr := range []string{in.Addr, in.ProxyAddr} {
+	for _, addr := range []string{in.Addr, in.ProxyAddr, in.StrictAddr} {
 		for {
 			c, err := net.DialTimeout("tcp", addr, time.Second)
 			if err == nil {
