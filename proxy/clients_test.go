@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rewrited/rewrited/internal/postfixtest"
 )
 
 // swaks runs swaks against addr with a message for bob@example.com and
@@ -145,23 +147,7 @@ func TestBackendSeesClientAddress(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := startProxy(t, target, tc.cfg)
-			out := swaks(t, addr, "--local-interface", "127.0.0.2")
-			if !strings.Contains(out, "[from=127.0.0.2:") {
-				t.Errorf("the policy did not see received_from=127.0.0.2:\n%s", out)
-			}
-			m := queueID.FindStringSubmatch(out)
-			if m == nil {
-				t.Fatalf("no queue id in\n%s", out)
-			}
-			log, err := pf.WaitLog(m[1]+": client=", 10*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, l := range strings.Split(log, "\n") {
-				if strings.Contains(l, m[1]+": client=") && !strings.Contains(l, tc.want) {
-					t.Errorf("Postfix logged %q, want the client %s", l, tc.want)
-				}
-			}
+			sendFrom127002(t, pf, addr, tc.want)
 		})
 	}
 }
@@ -208,25 +194,33 @@ func TestXClientNotOffered(t *testing.T) {
 	for range 2 {
 		// An XCLIENT sent anyway would get Postfix's 550 and end the
 		// session in the proxy's 421 before the greeting.
-		out := swaks(t, addr, "--local-interface", "127.0.0.2")
-		if !strings.Contains(out, "[from=127.0.0.2:") {
-			t.Errorf("the policy did not see received_from=127.0.0.2:\n%s", out)
-		}
-		m := queueID.FindStringSubmatch(out)
-		if m == nil {
-			t.Fatalf("no queue id in\n%s", out)
-		}
-		log, err := pf.WaitLog(m[1]+": client=", 10*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range strings.Split(log, "\n") {
-			if strings.Contains(l, m[1]+": client=") && !strings.Contains(l, "[127.0.0.1]") {
-				t.Errorf("Postfix logged %q, want the proxy's address 127.0.0.1", l)
-			}
-		}
+		sendFrom127002(t, pf, addr, "[127.0.0.1]")
 	}
 	if n := strings.Count(logs.String(), "does not offer XCLIENT"); n != 1 {
 		t.Errorf("the warning was logged %d times over two sessions, want once:\n%s", n, logs.String())
+	}
+}
+
+// sendFrom127002 sends a message with swaks from 127.0.0.2 through the proxy
+// at addr: the policy must see that address in received_from, and Postfix's
+// log must name wantClient as the message's client.
+func sendFrom127002(t *testing.T, pf *postfixtest.Instance, addr, wantClient string) {
+	t.Helper()
+	out := swaks(t, addr, "--local-interface", "127.0.0.2")
+	if !strings.Contains(out, "[from=127.0.0.2:") {
+		t.Errorf("the policy did not see received_from=127.0.0.2:\n%s", out)
+	}
+	m := queueID.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no queue id in\n%s", out)
+	}
+	log, err := pf.WaitLog(m[1]+": client=", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, m[1]+": client=") && !strings.Contains(l, wantClient) {
+			t.Errorf("Postfix logged %q, want the client %s", l, wantClient)
+		}
 	}
 }

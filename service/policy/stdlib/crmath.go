@@ -34,7 +34,17 @@ func crConstants() {
 
 // twoAtanh is 2 atanh(z) = ln((1+z)/(1-z)) by its series, for |z| < 0.2.
 func twoAtanh(z *big.Float, p uint) *big.Float {
+	sum := oddPowerSeries(z, p, false)
+	return sum.SetMantExp(sum, 1)
+}
+
+// oddPowerSeries is z + s z³/3 + z⁵/5 + s z⁷/7 + ..., to p bits, where s is
+// -1 when alternating (atan z) and 1 otherwise (atanh z).
+func oddPowerSeries(z *big.Float, p uint, alternating bool) *big.Float {
 	z2 := new(big.Float).SetPrec(p).Mul(z, z)
+	if alternating {
+		z2.Neg(z2)
+	}
 	power := new(big.Float).SetPrec(p).Set(z)
 	sum := new(big.Float).SetPrec(p).Set(z)
 	term := new(big.Float).SetPrec(p)
@@ -47,7 +57,7 @@ func twoAtanh(z *big.Float, p uint) *big.Float {
 			break
 		}
 	}
-	return sum.SetMantExp(sum, 1)
+	return sum
 }
 
 // bigLog is ln x for a finite x > 0: x = m·2^e with m in [√½, √2), and
@@ -216,23 +226,7 @@ func atanInv(n int64, p uint) *big.Float {
 }
 
 // atanSeries is atan z by its series, for |z| < 0.5.
-func atanSeries(z *big.Float, p uint) *big.Float {
-	z2 := new(big.Float).SetPrec(p).Mul(z, z)
-	power := new(big.Float).SetPrec(p).Set(z)
-	sum := new(big.Float).SetPrec(p).Set(z)
-	term := new(big.Float).SetPrec(p)
-	div := new(big.Float).SetPrec(p)
-	for k := int64(3); ; k += 2 {
-		power.Mul(power, z2)
-		power.Neg(power)
-		term.Quo(power, div.SetInt64(k))
-		sum.Add(sum, term)
-		if term.Sign() == 0 || sum.MantExp(nil)-term.MantExp(nil) > int(p) {
-			break
-		}
-	}
-	return sum
-}
+func atanSeries(z *big.Float, p uint) *big.Float { return oddPowerSeries(z, p, true) }
 
 // bigAtan is atan z for any finite z, to crPrec bits: beyond 1 through
 // π/2 - atan(1/z), then halving the angle, atan z = 2 atan(z/(1+√(1+z²))),
