@@ -387,38 +387,31 @@ func crSin(x float64) float64 {
 		return math.Sin(x)
 	}
 	r, k := reduceQuarterPi(x)
-	s, c := sinCosSeries(r)
-	var v *big.Float
-	switch k {
-	case 0:
-		v = s
-	case 1:
-		v = c
-	case 2:
-		v = s.Neg(s)
-	default:
-		v = c.Neg(c)
-	}
-	f, _ := v.Float64()
-	return f
+	return sinQuadrant(r, k)
 }
 
+// crCos uses cos x = sin(x + π/2): one quadrant further.
 func crCos(x float64) float64 {
 	if math.IsNaN(x) || math.IsInf(x, 0) {
 		return math.NaN()
 	}
 	r, k := reduceQuarterPi(x)
+	return sinQuadrant(r, (k+1)%4)
+}
+
+// sinQuadrant is sin(r + kπ/2), rounded once, for k in 0..3.
+func sinQuadrant(r *big.Float, k int) float64 {
 	s, c := sinCosSeries(r)
 	var v *big.Float
 	switch k {
 	case 0:
-		v = c
-	case 1:
-		v = s.Neg(s)
-	case 2:
-		v = c.Neg(c)
-	default:
 		v = s
+	case 1:
+		v = c
+	case 2:
+		v = s.Neg(s)
+	default:
+		v = c.Neg(c)
 	}
 	f, _ := v.Float64()
 	return f
