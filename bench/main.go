@@ -193,22 +193,11 @@ func benchmark(cfg config, stdout io.Writer) error {
 		}
 		args = append(args, "--policy-dir", dir)
 	}
-	srv, err := startServer(bin, cfg.serverProcs, cfg.serverEnv, args, profile)
+	srv, calls, stop, err := serveAndConnect(cfg, bin, args, profile)
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
-	conn, err := dial(srv.addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	calls, err := newCallers(ctx, conn)
-	cancel()
-	if err != nil {
-		return err
-	}
+	defer stop()
 	var report bytes.Buffer
 	fmt.Fprintf(&report, "Command: `%s`\n\n", commandLine())
 	writeMachine(&report, cfg)
@@ -228,6 +217,31 @@ func benchmark(cfg config, stdout io.Writer) error {
 		return err
 	}
 	return writeReport(cfg, stdout, report.Bytes())
+}
+
+// serveAndConnect starts bin with args and connects the load generator's
+// callers to it over one connection; stop closes both.
+func serveAndConnect(cfg config, bin string, args []string, profile string) (srv *server, calls map[callKind]caller, stop func(), err error) {
+	srv, err = startServer(bin, cfg.serverProcs, cfg.serverEnv, args, profile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	conn, err := dial(srv.addr)
+	if err != nil {
+		srv.stop()
+		return nil, nil, nil, err
+	}
+	stop = func() {
+		conn.Close()
+		srv.stop()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if calls, err = newCallers(ctx, conn); err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return srv, calls, stop, nil
 }
 
 // writeReport writes the report to stdout and, unless -out is "-", to its file.
@@ -335,22 +349,11 @@ func floorBench(cfg config, tmp string, srv *server, call caller, args []string,
 	if err != nil {
 		return err
 	}
-	floorSrv, err := startServer(bin, cfg.serverProcs, cfg.serverEnv, args, "")
-	if err != nil {
-		return err
-	}
-	defer floorSrv.stop()
-	conn, err := dial(floorSrv.addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	floorCalls, err := newCallers(ctx, conn)
-	cancel()
+	floorSrv, floorCalls, stop, err := serveAndConnect(cfg, bin, args, "")
 	if err != nil {
 		return fmt.Errorf("floor: %w", err)
 	}
+	defer stop()
 	shippedBin := cfg.binary
 	if shippedBin == "" {
 		shippedBin = "built from this tree"
